@@ -1,0 +1,135 @@
+"""A stream's JSON Schema -> neutral columns that each platform maps to its own types.
+
+One rule set for all four targets, so that the same tap lands the same way everywhere:
+
+| JSON Schema property                          | neutral type |
+|-----------------------------------------------|--------------|
+| integer                                       | integer      |
+| number, or integer together with number       | number       |
+| boolean                                       | boolean      |
+| string with format date-time / date / time    | datetime / date / time |
+| string (any other format)                     | text         |
+| object, array                                 | json (JSON text) |
+| several types (e.g. string or integer), or none | text (non-strings as JSON text) |
+
+`null` in `type` (or a `{"type": "null"}` branch of `anyOf`/`oneOf`) makes a column
+nullable and never changes its type. Names are made safe by a platform-supplied rule;
+two properties that become the same name get `_2`, `_3`... so no column is lost.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class ColumnType(str, enum.Enum):
+    TEXT = "text"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    DATETIME = "datetime"
+    TIME = "time"
+    JSON = "json"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One destination column, in the order of the stream's schema properties."""
+
+    name: str
+    """The name the platform gets (sanitised, unique within the stream)."""
+    source: str
+    """The record key it comes from (the schema property name)."""
+    type: ColumnType
+    nullable: bool
+    is_key: bool
+    json_types: tuple[str, ...] = ()
+    """The non-null JSON types the schema allows (empty: any)."""
+
+
+_FORMATS = {"date-time": ColumnType.DATETIME, "date": ColumnType.DATE, "time": ColumnType.TIME}
+_SIMPLE = {
+    "integer": ColumnType.INTEGER,
+    "number": ColumnType.NUMBER,
+    "boolean": ColumnType.BOOLEAN,
+    "object": ColumnType.JSON,
+    "array": ColumnType.JSON,
+}
+
+
+def _branches(prop: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The property itself, or its anyOf / oneOf alternatives."""
+    for key in ("anyOf", "oneOf"):
+        if isinstance(prop.get(key), list):
+            return [b for b in prop[key] if isinstance(b, Mapping)]
+    return [prop]
+
+
+def column_type(prop: Mapping[str, Any]) -> tuple[ColumnType, bool, tuple[str, ...]]:
+    """(neutral type, nullable, non-null JSON types) of one schema property."""
+    types: list[str] = []
+    formats: set[str] = set()
+    for branch in _branches(prop):
+        declared = branch.get("type")
+        names = [declared] if isinstance(declared, str) else list(declared or [])
+        if not names and "properties" in branch:
+            names = ["object"]
+        types += names
+        if "string" in names and branch.get("format") in _FORMATS:
+            formats.add(branch["format"])
+    nullable = "null" in types or not types
+    kinds = tuple(dict.fromkeys(t for t in types if t != "null"))
+    if kinds == ("string",):
+        kind = _FORMATS[formats.pop()] if len(formats) == 1 else ColumnType.TEXT
+    elif sorted(kinds) == ["integer", "number"]:
+        kind = ColumnType.NUMBER
+    elif len(kinds) == 1 and kinds[0] in _SIMPLE:
+        kind = _SIMPLE[kinds[0]]
+    else:
+        kind = ColumnType.TEXT
+    return kind, nullable, kinds
+
+
+def unique_names(names: Iterable[str], sanitise: Callable[[str], str]) -> list[str]:
+    """Sanitised names with collisions resolved by a numeric suffix (case-insensitively)."""
+    taken: set[str] = set()
+    result = []
+    for raw in names:
+        base = sanitise(raw) or "column"
+        name, n = base, 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{base}_{n}"
+        taken.add(name.lower())
+        result.append(name)
+    return result
+
+
+_UNSAFE = re.compile(r"[^0-9A-Za-z_]+")
+
+
+def identifier(name: str) -> str:
+    """A conservative identifier: ASCII letters, digits and `_`, not starting with a digit."""
+    safe = _UNSAFE.sub("_", name).strip("_")
+    return f"_{safe}" if safe[:1].isdigit() else safe
+
+
+def columns_from_schema(
+    schema: Mapping[str, Any],
+    key_properties: Iterable[str] = (),
+    sanitise: Callable[[str], str] = identifier,
+) -> list[Column]:
+    """The stream's columns, in schema order."""
+    properties: Mapping[str, Any] = schema.get("properties") or {}
+    keys = set(key_properties)
+    names = unique_names(properties, sanitise)
+    columns = []
+    for name, (source, prop) in zip(names, properties.items(), strict=False):
+        kind, nullable, kinds = column_type(prop if isinstance(prop, Mapping) else {})
+        columns.append(Column(name, source, kind, nullable, source in keys, kinds))
+    return columns

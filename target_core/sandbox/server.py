@@ -1,0 +1,336 @@
+"""The sandbox HTTP server: loopback only, HTTP/1.1 keep-alive, one emulator per URL prefix.
+
+Every API request goes through the same pipeline before its emulator sees it:
+
+1. route by prefix (unknown path: 404);
+2. read the body, refusing more than ``max_body_bytes`` (413, body read and discarded so the
+   client gets the answer and the connection stays usable);
+3. fault injection (delay, then drop or an error status);
+4. rate limit per credential (429 with Retry-After);
+5. the emulator; then one line in the request log.
+
+Run it in its own process (``target-sandbox serve``) when measuring speed; in tests,
+``SandboxServer(data_dir).start()`` serves from a background thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from target_core.sandbox.control import ControlApi
+from target_core.sandbox.emulator import ApiError, Emulator, Reply, Request, default_error_body
+from target_core.sandbox.faults import FaultPlan, FaultRule
+from target_core.sandbox.limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    Limits,
+    LimitSettings,
+    SlidingWindowLimiter,
+)
+from target_core.sandbox.registry import EmulatorRegistry
+from target_core.sandbox.requestlog import RequestLog
+
+# a body bigger than this is not even read to be discarded: answer 413 and close
+_DISCARD_CAP_BYTES = 1024 * 1024 * 1024
+_CHUNK_BYTES = 1024 * 1024
+
+
+def loopback_host(host: str) -> str:
+    """The host to bind; anything but a loopback address is refused (the sandbox has no auth
+    of its own on the control endpoints, and fake credentials are public)."""
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"refusing to bind {host!r}: the sandbox serves loopback only") from None
+    if not address.is_loopback:
+        raise ValueError(f"refusing to bind {host}: the sandbox serves loopback only")
+    return host
+
+
+class _Dropped(Exception):
+    """The connection is to be closed with no answer at all."""
+
+
+class SandboxApp:
+    """Everything a request handler needs, shared by all handler threads."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        limits: Limits,
+        faults: Sequence[FaultRule],
+        emulators: Sequence[type[Emulator]] | None,
+    ):
+        self.registry = EmulatorRegistry(data_dir, emulators)
+        self.settings = LimitSettings(limits)
+        self.faults = FaultPlan(list(faults))
+        self.limiter = SlidingWindowLimiter()
+        self.log = RequestLog(data_dir)
+        self.control = ControlApi(self.registry, self.faults, self.settings, self.limiter, self.log)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "target-sandbox"
+    sys_version = ""
+    timeout = 120  # an idle keep-alive connection is closed after two minutes
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
+    server: _LoopbackHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced: the request log is ours, and it never contains headers."""
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    # pipeline -------------------------------------------------------------------------------
+    def _serve(self) -> None:
+        app = self.server.app
+        started = time.monotonic()
+        split = urlsplit(self.path)
+        path = split.path
+        query = dict(parse_qsl(split.query))
+        if ControlApi.owns(path):
+            self._send(self._control_reply(app, path, query))
+            return
+        entry: dict[str, Any] = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "emulator": None,
+            "method": self.command,
+            "path": path,
+            "status": None,
+            "request_bytes": 0,
+            "response_bytes": 0,
+            "duration_ms": 0.0,
+            "fault": None,
+        }
+        try:
+            reply = self._api_reply(app, path, query, entry)
+            entry["status"] = reply.status
+            entry["response_bytes"] = self._send(reply)
+        except (_Dropped, BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        finally:
+            entry["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+            app.log.append(entry)
+
+    def _control_reply(self, app: SandboxApp, path: str, query: Mapping[str, str]) -> Reply:
+        try:
+            body = self._read_body(app.settings.get().max_body_bytes)
+        except ApiError as exc:
+            return Reply(exc.status, default_error_body(exc.status, exc.message))
+        if body is None:
+            return Reply(413, default_error_body(413, "request body too large"))
+        return app.control.handle(self.command, path, query, body)
+
+    def _api_reply(
+        self, app: SandboxApp, path: str, query: Mapping[str, str], entry: dict[str, Any]
+    ) -> Reply:
+        limits = app.settings.get()
+        matched = app.registry.match(path)
+        if matched is None:
+            # on an unreadable body the connection closes anyway; the 404 is the useful answer
+            with contextlib.suppress(ApiError):
+                self._read_body(limits.max_body_bytes)
+            return Reply(404, default_error_body(404, f"no emulator serves {path}"))
+        emulator, sub_path = matched
+        entry["emulator"] = emulator.name
+        try:
+            body = self._read_body(limits.max_body_bytes)
+        except ApiError as exc:
+            return Reply(exc.status, emulator.error_body(exc.status, exc.message))
+        if body is None:
+            entry["request_bytes"] = self._declared_length()
+            message = f"request body exceeds {limits.max_body_bytes} bytes"
+            return Reply(413, emulator.error_body(413, message))
+        entry["request_bytes"] = len(body)
+
+        rule = app.faults.take(path)
+        if rule is not None:
+            entry["fault"] = rule.label()
+            if rule.delay > 0:
+                time.sleep(rule.delay)
+            if rule.drop:
+                raise _Dropped
+            if rule.status is not None:
+                message = f"sandbox fault injection: status {rule.status}"
+                return Reply(
+                    rule.status,
+                    emulator.error_body(rule.status, message),
+                    rule.retry_after_header(),
+                )
+
+        credential = hashlib.sha256((self.headers.get("Authorization") or "").encode()).hexdigest()
+        wait = app.limiter.admit(f"{emulator.name}:{credential}", limits.rate_limit_per_minute)
+        if wait:
+            message = f"rate limit of {limits.rate_limit_per_minute} requests per minute exceeded"
+            return Reply(429, emulator.error_body(429, message), {"Retry-After": str(wait)})
+
+        request = Request(
+            method=self.command,
+            path=sub_path,
+            headers={name.lower(): value for name, value in self.headers.items()},
+            body=body,
+            query=query,
+        )
+        try:
+            return emulator.handle(request)
+        except ApiError as exc:
+            return Reply(exc.status, emulator.error_body(exc.status, exc.message), exc.headers)
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            message = f"sandbox internal error: {type(exc).__name__}"
+            return Reply(500, emulator.error_body(500, message))
+
+    # socket I/O -----------------------------------------------------------------------------
+    def _declared_length(self) -> int:
+        try:
+            return max(0, int(self.headers.get("Content-Length") or 0))
+        except ValueError:
+            return 0
+
+    def _read_body(self, max_bytes: int) -> bytes | None:
+        """The body, or None when it is over ``max_bytes`` (then it has been read and dropped,
+        or the connection is marked to close when it is too big even to drain)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            # nothing we serve sends chunked bodies; the unread body makes the connection unusable
+            self.close_connection = True
+            raise ApiError(411, "chunked request bodies are not supported: send Content-Length")
+        raw = self.headers.get("Content-Length")
+        try:
+            length = int(raw) if raw else 0
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self.close_connection = True
+            raise ApiError(400, "invalid Content-Length header") from None
+        if length <= max_bytes:
+            return self.rfile.read(length) if length else b""
+        if length > _DISCARD_CAP_BYTES:
+            self.close_connection = True
+            return None
+        remaining = length
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, _CHUNK_BYTES))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+        return None
+
+    def _send(self, reply: Reply) -> int:
+        status, body, headers = reply
+        data = orjson.dumps(body)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+        return len(data)
+
+
+class _LoopbackHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, host: str, port: int, app: SandboxApp):
+        self.address_family = (
+            socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        )
+        self.app = app
+        super().__init__((host, port), _Handler)
+
+
+class SandboxServer:
+    """The sandbox as a Python object: ``start()`` serves from a thread, ``stop()`` ends it.
+
+    >>> server = SandboxServer(tmp_path).start()
+    >>> api_url = server.api_url("graphitenote")   # http://127.0.0.1:PORT/graphitenote/api
+    >>> server.stop()
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rate_limit_per_minute: int = 0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        faults: Sequence[FaultRule | Mapping[str, Any]] = (),
+        emulators: Sequence[type[Emulator]] | None = None,
+    ):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        rules = [
+            rule if isinstance(rule, FaultRule) else FaultRule.from_json(rule) for rule in faults
+        ]
+        self.app = SandboxApp(
+            self.data_dir, Limits(rate_limit_per_minute, max_body_bytes), rules, emulators
+        )
+        self._httpd = _LoopbackHTTPServer(loopback_host(host), port, self.app)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host = self._httpd.server_address[0]
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.port}"
+
+    @property
+    def emulators(self) -> dict[str, Emulator]:
+        return self.app.registry.emulators
+
+    def api_url(self, emulator_name: str) -> str:
+        """Base URL a target is configured with to talk to one emulator."""
+        return self.url + self.emulators[emulator_name].prefix
+
+    def serve_forever(self) -> None:
+        self._httpd.serve_forever(poll_interval=0.05)
+
+    def start(self) -> SandboxServer:
+        self._thread = threading.Thread(
+            target=self.serve_forever, name="target-sandbox", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting and close the listening socket (idle keep-alive threads are daemons)."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,215 @@
+"""The singer-sdk Target every platform target builds on.
+
+What it changes in singer-sdk 0.54 (see docs/architecture.md for the measurements):
+
+- STATE: written by `Checkpoint` as soon as every record before it is acknowledged by the
+  platform (the SDK writes STATE only in `drain_all`, i.e. at the end of most runs).
+- Records: a lean path for the common case (no stream maps, no flattening, no `_sdc`
+  metadata) that validates, checks key properties and encodes the row without the SDK's
+  per-record bookkeeping; every other case takes the SDK's own path. Both end in
+  `CoreSink.process_record`.
+- Uploads: a full sink is handed to the `Uploader` thread; when a STATE is waiting on
+  records buffered in other streams, those are sent too, so checkpoints keep moving even
+  when streams interleave.
+- Schema changes: buffered rows of the old schema are handed over before the new sink is
+  set up, so they land first (meltano/sdk#3237).
+- Errors: one line on stderr, exit 1, no traceback, no secret (`main`).
+
+Private SDK API is used (`_process_record_message`, `_sinks_active`, `_batch_records_read`,
+...): singer-sdk is pinned to ~=0.54.9 and the test suite runs the standard SDK tests.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+from typing import Any
+
+import fastjsonschema
+from singer_sdk import Target
+from singer_sdk.exceptions import (
+    ConfigValidationError,
+    FatalSyncError,
+    InvalidJSONSchema,
+    InvalidRecord,
+    MissingKeyPropertiesError,
+)
+from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+
+from target_core.checkpoint import Checkpoint
+from target_core.errors import ConfigError, InputError, TargetError
+from target_core.reader import SingerLineReader, describe_missing_schema
+from target_core.redaction import REDACTOR, install_log_redaction
+from target_core.sink import CoreSink
+from target_core.uploads import Uploader
+from target_core.validation import describe
+
+_AGE_CHECK_EVERY = 1000
+USER_ERRORS = (TargetError, FatalSyncError, InvalidInputLine, InvalidRecord, InvalidJSONSchema)
+
+
+def secret_values(config: dict, config_schema: dict) -> list[str]:
+    """Values of the settings the schema marks secret (`secret: true` / `writeOnly`)."""
+    props = config_schema.get("properties", {})
+    return [
+        str(config[name]) for name, spec in props.items()
+        if (spec.get("secret") or spec.get("writeOnly")) and config.get(name) not in (None, "")
+    ]
+
+
+class CoreTarget(Target):
+    """Checkpointed, fast, quiet-on-secrets base for the project's targets."""
+
+    message_reader_class = SingerLineReader
+    max_parallelism = 1  # one uploader thread does the parallel part
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.checkpoint = Checkpoint()
+        self.uploader = Uploader(self.checkpoint)
+        self._lean: dict[str, CoreSink | None] = {}
+        super().__init__(*args, **kwargs)
+        self.check_config()
+
+    # -- config ------------------------------------------------------------------------
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """The SDK's validation, with secrets known to the redactor before any message."""
+        install_log_redaction(secret_values(dict(self._config), self.config_jsonschema))
+        try:
+            return super()._validate_config(raise_errors=raise_errors)
+        except ConfigValidationError as exc:
+            problems = "; ".join(REDACTOR(str(e)) for e in exc.errors or [str(exc)])
+            raise ConfigError(f"invalid config: {problems}") from None
+
+    def check_config(self) -> None:
+        """Cross-setting checks a JSON Schema cannot express; raise `ConfigError`."""
+
+    # -- messages ----------------------------------------------------------------------
+
+    def _process_schema_message(self, message_dict: dict) -> None:
+        stream = message_dict.get("stream")
+        old = self._sinks_active.get(stream) if isinstance(stream, str) else None
+        if old is not None and old.current_size and (
+            message_dict.get("schema") != old.original_schema
+            or message_dict.get("key_properties") != old.key_properties
+        ):
+            self.drain_one(old)  # old-schema rows go out before the new sink exists
+        super()._process_schema_message(message_dict)
+        self._lean.clear()
+
+    def _lean_sink(self, stream: str) -> CoreSink | None:
+        """The stream's sink if its records may take the lean path."""
+        maps = self.mapper.stream_maps.get(stream)
+        sink = self._sinks_active.get(stream)
+        eligible = (
+            maps is not None and len(maps) == 1 and type(maps[0]) is SameRecordTransform
+            and not maps[0].flattening_enabled and maps[0].stream_alias == stream
+            and isinstance(sink, CoreSink) and not sink.include_sdc_metadata_properties
+            and type(sink).preprocess_record is CoreSink.preprocess_record
+        )
+        return sink if eligible else None
+
+    def _process_record_message(self, message_dict: dict) -> None:
+        checkpoint = self.checkpoint
+        checkpoint.seen += 1
+        stream = message_dict.get("stream")
+        try:
+            sink = self._lean[stream]  # type: ignore[index]
+        except (KeyError, TypeError):
+            if not isinstance(stream, str) or "record" not in message_dict:
+                message = "a RECORD message needs a 'stream' name and a 'record'"
+                raise InvalidInputLine(message) from None
+            if stream not in self.mapper.stream_maps:
+                raise describe_missing_schema(stream) from None
+            sink = self._lean[stream] = self._lean_sink(stream)
+        record = message_dict.get("record")
+        if sink is None or type(record) is not dict:
+            super()._process_record_message(message_dict)  # maps, flattening, odd records
+        else:
+            self._lean_record(sink, stream, record)  # type: ignore[arg-type]
+        if checkpoint.seen % _AGE_CHECK_EVERY == 0:
+            self._handle_max_record_age()
+
+    def _lean_record(self, sink: CoreSink, stream: str, record: dict) -> None:
+        check = sink.check
+        if check is not None:
+            try:
+                check(record)
+            except fastjsonschema.JsonSchemaValueException as exc:
+                raise InvalidRecord(f"stream '{stream}': {describe(exc)}", {}) from None
+        for key in sink.key_properties:
+            if key not in record:
+                raise MissingKeyPropertiesError(
+                    f"stream '{stream}': record lacks key property '{key}'"
+                )
+        sink.process_record(record, None)
+        sink._total_records_read += 1
+        sink._batch_records_read += 1
+        sink.lean_records += 1
+        if sink.is_full:
+            self._drain_full(sink)
+
+    def _drain_full(self, sink: CoreSink) -> None:
+        self.logger.debug("Stream '%s' batch is full (%d rows): handing it to the uploader",
+                          sink.stream_name, sink.current_size)
+        self.drain_one(sink)
+        waiting_for = self.checkpoint.newest_state_position
+        if waiting_for is None:
+            return
+        for other in [*self._sinks_active.values(), *self._sinks_to_clear]:
+            if (other is not sink and isinstance(other, CoreSink) and other.current_size
+                    and other.first_record <= waiting_for):
+                self.drain_one(other)  # it holds records a waiting STATE depends on
+
+    def _process_state_message(self, message_dict: dict) -> None:
+        if "value" not in message_dict:
+            raise InputError("STATE message has no 'value'")
+        self._latest_state = message_dict["value"]
+        self.checkpoint.state(message_dict["value"])
+
+    def _process_batch_message(self, message_dict: dict) -> None:
+        raise InputError(
+            "BATCH messages are not supported: run the tap without batch output "
+            "(its records are then validated and converted like any other)"
+        )
+
+    def _write_state_message(self, state: dict) -> None:
+        """The SDK would write unacknowledged state here; the checkpoint decides instead."""
+        self.checkpoint.flush()
+
+    # -- drains ------------------------------------------------------------------------
+
+    def drain_all(self, *, is_endofpipe: bool = False) -> None:  # type: ignore[misc]
+        for sink in [*self._sinks_to_clear, *self._sinks_active.values()]:
+            self.drain_one(sink)
+        self.uploader.wait()
+        if is_endofpipe:
+            self.finish_streams()
+            for sink in [*self._sinks_to_clear, *self._sinks_active.values()]:
+                sink.clean_up()
+            self.uploader.close()
+        self._sinks_to_clear = []
+        self.checkpoint.flush()
+        self._reset_max_record_age()
+
+    def finish_streams(self) -> None:
+        """End of input, everything acknowledged: per-stream finishing calls (platform)."""
+
+    # -- command line ------------------------------------------------------------------
+
+    @classmethod
+    def invoke(cls, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """The SDK's CLI, with every user-facing failure as one line and exit code 1."""
+        gc.freeze()  # objects from imports and set-up never need scanning again
+        gc.set_threshold(100_000, 50, 100)
+        try:
+            super().invoke(*args, **kwargs)
+        except USER_ERRORS as exc:
+            message = exc.error_message if isinstance(exc, InvalidRecord) else str(exc)
+            message = REDACTOR(" ".join(message.split()))
+            logging.shutdown()
+            sys.stderr.write(f"{cls.name}: error: {message}\n")
+            sys.stderr.flush()
+            sys.exit(1)

@@ -1,0 +1,140 @@
+"""A stream -> one Graphite Note dataset: columns from the schema, batches as dataset-fill.
+
+Column mapping (neutral type from `target_core.columns` -> Graphite Note):
+
+| neutral  | type      | subtype  | format        | values sent                      |
+|----------|-----------|----------|---------------|----------------------------------|
+| integer  | measure   | numeric  | `#,###`       | numbers                          |
+| number   | measure   | numeric  | `#,###.##`    | numbers                          |
+| datetime | dimension | datetime | `Y-m-d H:i:s` | `YYYY-MM-DD HH:MM:SS`, UTC       |
+| date     | dimension | date     | `Y-m-d`       | `YYYY-MM-DD`                     |
+| boolean  | dimension | text     |               | `true` / `false`                 |
+| json     | dimension | text     |               | JSON text of the object or array |
+| text, time | dimension | text   |               | strings (other values as JSON)   |
+
+Key properties are always dimensions. `column_overrides` can change alias, type, subtype
+and format per column; a changed subtype changes how values are converted.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from target_core import conversions
+from target_core.columns import Column, ColumnType
+from target_core.errors import ApiError, PayloadTooLarge
+from target_core.rows import Converter
+from target_core.sink import CoreSink
+
+if TYPE_CHECKING:
+    from target_graphitenote.target import TargetGraphiteNote
+
+_DEFAULTS: dict[ColumnType, tuple[str, str, str | None]] = {
+    ColumnType.INTEGER: ("measure", "numeric", "#,###"),
+    ColumnType.NUMBER: ("measure", "numeric", "#,###.##"),
+    ColumnType.DATETIME: ("dimension", "datetime", "Y-m-d H:i:s"),
+    ColumnType.DATE: ("dimension", "date", "Y-m-d"),
+    ColumnType.BOOLEAN: ("dimension", "text", None),
+    ColumnType.JSON: ("dimension", "text", None),
+    ColumnType.TEXT: ("dimension", "text", None),
+    ColumnType.TIME: ("dimension", "text", None),
+}
+_BY_SUBTYPE: dict[str, Converter] = {
+    "numeric": conversions.number,
+    "date": conversions.date_text,
+    "datetime": conversions.utc_datetime_text,
+    "text": conversions.text,
+}
+_BY_TYPE: dict[ColumnType, Converter] = {
+    ColumnType.BOOLEAN: conversions.boolean_text,
+    ColumnType.JSON: conversions.json_text,
+}
+
+
+@dataclass
+class DatasetLoad:
+    """One stream's load into one dataset during this run (shared by its sink versions)."""
+
+    stream: str
+    dataset_code: str
+    replace: bool
+    fills: int = 0
+    rows: int = 0
+
+    def next_append(self) -> bool:
+        """False only for the first fill of a replace (overwrite) run."""
+        return not (self.replace and self.fills == 0)
+
+
+class GraphiteNoteSink(CoreSink):
+    """Batches of rows -> `dataset-fill` calls (gzip + base64 when compressed)."""
+
+    core_target: TargetGraphiteNote
+
+    def setup(self) -> None:
+        super().setup()
+        overrides = self.core_target.overrides_for(self.stream_name)
+        self.gn_columns = [self._definition(c, overrides.get(c.source, {})) for c in self.columns]
+        self.load = self.core_target.load_for(self.stream_name, self.gn_columns)
+
+    def _definition(self, column: Column, override: dict[str, Any]) -> dict[str, Any]:
+        kind, subtype, fmt = _DEFAULTS[column.type]
+        if column.is_key:
+            kind = "dimension"
+        definition = {"name": column.name, "alias": column.source, "type": kind,
+                      "subtype": subtype}
+        if fmt:
+            definition["format"] = fmt
+        definition.update({k: v for k, v in override.items() if v is not None})
+        return definition
+
+    def converter_for(self, column: Column) -> Converter | None:
+        override = self.core_target.overrides_for(self.stream_name).get(column.source, {})
+        default_subtype = _DEFAULTS[column.type][1]
+        subtype = override.get("subtype") or default_subtype
+        if subtype != default_subtype:
+            return _BY_SUBTYPE[subtype]
+        if column.type in _BY_TYPE:
+            return _BY_TYPE[column.type]
+        validated = self.validate_schema
+        if subtype == "numeric" and validated:
+            return None  # the validator already proved these are numbers (or null)
+        if column.type is ColumnType.TEXT and validated and column.json_types == ("string",):
+            return None
+        return _BY_SUBTYPE[subtype]
+
+    # -- upload (uploader thread) ------------------------------------------------------
+
+    def send_batch(self, rows: list[bytes]) -> None:
+        target = self.core_target
+        payload = b"[" + b",".join(rows) + b"]"
+        if target.config["compress"]:
+            packed = gzip.compress(payload, compresslevel=target.config["compression_level"],
+                                   mtime=0)
+            insert_data = base64.b64encode(packed).decode("ascii")
+        else:
+            insert_data = payload.decode()
+        load = self.load
+        append = load.next_append()
+        try:
+            count = target.client.fill(load.dataset_code, self.gn_columns, insert_data,
+                                       compressed=target.config["compress"], append=append)
+        except PayloadTooLarge:
+            if len(rows) == 1:
+                raise ApiError(f"stream '{self.stream_name}': a single row is larger than "
+                               "Graphite Note accepts (HTTP 413)", 413) from None
+            half = len(rows) // 2
+            self.logger.warning("Stream '%s': Graphite Note refused %d rows as too large "
+                                "(HTTP 413); sending them as two batches of %d and %d",
+                                self.stream_name, len(rows), half, len(rows) - half)
+            self.send_batch(rows[:half])
+            self.send_batch(rows[half:])
+            return
+        load.fills += 1
+        load.rows += len(rows)
+        if count is not None and count != len(rows):
+            self.logger.warning("Stream '%s': sent %d rows but Graphite Note reported "
+                                "rows-count %d", self.stream_name, len(rows), count)
