@@ -59,7 +59,8 @@ class DatasetLoad:
     """One stream's load into one dataset during this run (shared by its sink versions)."""
 
     stream: str
-    dataset_code: str
+    dataset_code: str | None
+    """None until `create_missing_datasets` creates it, with the first batch."""
     replace: bool
     fills: int = 0
     rows: int = 0
@@ -78,7 +79,7 @@ class GraphiteNoteSink(CoreSink):
         super().setup()
         overrides = self.core_target.overrides_for(self.stream_name)
         self.gn_columns = [self._definition(c, overrides.get(c.source, {})) for c in self.columns]
-        self.load = self.core_target.load_for(self.stream_name, self.gn_columns)
+        self.load = self.core_target.load_for(self.stream_name)
 
     def _definition(self, column: Column, override: dict[str, Any]) -> dict[str, Any]:
         kind, subtype, fmt = _DEFAULTS[column.type]
@@ -118,6 +119,8 @@ class GraphiteNoteSink(CoreSink):
         else:
             insert_data = payload.decode()
         load = self.load
+        if load.dataset_code is None:
+            target.create_dataset(load, self.gn_columns)
         append = load.next_append()
         try:
             count = target.client.fill(load.dataset_code, self.gn_columns, insert_data,

@@ -108,7 +108,7 @@ class TargetGraphiteNote(CoreTarget):
         overrides = self.config.get("column_overrides") or {}
         return {**overrides.get("*", {}), **overrides.get(stream, {})}
 
-    def load_for(self, stream: str, columns: list[dict[str, Any]]) -> DatasetLoad:
+    def load_for(self, stream: str) -> DatasetLoad:
         """The stream's dataset for this run: mapped, given, or created now."""
         if stream in self._loads:
             return self._loads[stream]
@@ -128,16 +128,20 @@ class TargetGraphiteNote(CoreTarget):
                     f"no dataset for stream '{stream}': set dataset_code (one stream), "
                     f'dataset_map ({{"{stream}": "<dataset code>"}}) or create_missing_datasets'
                 )
-            name = f"{self.config['dataset_name_prefix']}{stream}"
-            code = self.client.create_dataset(name, columns)
-            self.logger.info("Created %s dataset '%s' with code '%s' for stream '%s'; add it to "
-                             "dataset_map to load into the same dataset next time",
-                             PLATFORM, name, code, stream)
         replace = self.config["load_method"] == "overwrite"
-        self._loads[stream] = DatasetLoad(stream, code, replace)
-        self.logger.info("Stream '%s' -> %s dataset '%s' (%s)", stream, PLATFORM, code,
+        load = self._loads[stream] = DatasetLoad(stream, code, replace)
+        self.logger.info("Stream '%s' -> %s dataset %s (%s)", stream, PLATFORM,
+                         f"'{code}'" if code else "to be created with its first batch",
                          "overwrite" if replace else "append")
-        return self._loads[stream]
+        return load
+
+    def create_dataset(self, load: DatasetLoad, columns: list[dict[str, Any]]) -> None:
+        """Create the stream's dataset (uploader thread, first batch: no empty datasets)."""
+        name = f"{self.config['dataset_name_prefix']}{load.stream}"
+        load.dataset_code = self.client.create_dataset(name, columns)
+        self.logger.info("Created %s dataset '%s' with code '%s' for stream '%s'; add it to "
+                         "dataset_map to load into the same dataset next time",
+                         PLATFORM, name, load.dataset_code, load.stream)
 
     def finish_streams(self) -> None:
         for load in self._loads.values():

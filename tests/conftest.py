@@ -1,0 +1,139 @@
+"""Shared fixtures: a real sandbox on loopback, and ways to run the real target against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from target_core.sandbox import SandboxServer
+from target_graphitenote.sandbox import SANDBOX_DATASET_CODE, SANDBOX_TOKEN, SANDBOX_USER_CODE
+
+TARGET_CMD = [sys.executable, "-m", "target_graphitenote"]
+
+
+class Sandbox:
+    """A running sandbox and the control calls tests need (all over HTTP)."""
+
+    def __init__(self, server: SandboxServer) -> None:
+        self.server = server
+        self.url = server.url
+        self.gn_url = server.api_url("graphitenote")
+
+    def _control(self, method: str, route: str, body: Any = None) -> Any:
+        response = requests.request(method, f"{self.url}/_sandbox/{route}", json=body, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def datasets(self) -> dict[str, dict]:
+        return self._control("GET", "state")["graphitenote"]["datasets"]
+
+    def dataset(self, code: str = SANDBOX_DATASET_CODE) -> dict:
+        return self.datasets()[code]
+
+    def rows(self, code: str = SANDBOX_DATASET_CODE) -> list[dict]:
+        return self.dataset(code)["rows"]
+
+    def fault(self, **rule: Any) -> None:
+        self._control("POST", "faults", rule)
+
+    def settings(self, **settings: Any) -> None:
+        self._control("POST", "settings", settings)
+
+    def requests(self) -> list[dict]:
+        return self._control("GET", "requests")
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    server = SandboxServer(tmp_path / "sandbox").start()
+    try:
+        yield Sandbox(server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gn_config(sandbox: Sandbox) -> dict[str, Any]:
+    """A working config for the sandbox (no client-side rate limit, fast tests)."""
+    return {
+        "api_token": SANDBOX_TOKEN,
+        "user_code": SANDBOX_USER_CODE,
+        "api_url": sandbox.gn_url,
+        "dataset_code": SANDBOX_DATASET_CODE,
+        "rate_limit_per_minute": 0,
+    }
+
+
+# -- Singer messages ------------------------------------------------------------------------
+
+
+def schema(stream: str, properties: dict, keys: Iterable[str] = ("id",)) -> dict:
+    return {"type": "SCHEMA", "stream": stream, "key_properties": list(keys),
+            "schema": {"type": "object", "properties": properties}}
+
+
+def record(stream: str, data: dict) -> dict:
+    return {"type": "RECORD", "stream": stream, "record": data}
+
+
+def state(value: Any) -> dict:
+    return {"type": "STATE", "value": value}
+
+
+def lines(messages: Iterable[dict | str]) -> bytes:
+    """JSON lines; a str item is written as it is (for malformed-input tests)."""
+    return b"".join(
+        (m if isinstance(m, str) else json.dumps(m)).encode() + b"\n" for m in messages
+    )
+
+
+def counter_stream(
+    first: int, last: int, *, state_every: int, stream: str = "items"
+) -> list[dict]:
+    """Records id first..last with a STATE (bookmark = last id so far) every `state_every`."""
+    messages: list[dict] = [schema(stream, {"id": {"type": "integer"},
+                                            "label": {"type": ["string", "null"]}})]
+    for i in range(first, last + 1):
+        messages.append(record(stream, {"id": i, "label": f"item {i}"}))
+        if i % state_every == 0 or i == last:
+            messages.append(state({"bookmarks": {stream: {"last_id": i}}}))
+    return messages
+
+
+# -- running the target -----------------------------------------------------------------------
+
+
+def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
+    path = tmp_path / f"config-{len(list(tmp_path.glob('config-*.json')))}.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def target_env(**extra: str) -> dict[str, str]:
+    """The environment without any TARGET_GRAPHITENOTE_* settings of the developer's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_GRAPHITENOTE_")}
+    env.update(extra)
+    return env
+
+
+def run_target(
+    tmp_path: Path, config: dict[str, Any], stdin: bytes, *, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """The real command line, as Meltano would run it."""
+    return subprocess.run(
+        [*TARGET_CMD, "--config", str(write_config(tmp_path, config))],
+        input=stdin.decode(), capture_output=True, text=True, timeout=timeout,
+        env=target_env(**env), check=False,
+    )
+
+
+def states_of(stdout: str) -> list[Any]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]

@@ -1,0 +1,176 @@
+"""End to end through Meltano: tap-jsonl -> target-graphitenote -> a sandbox in its own process.
+
+The project's meltano.yml and demo/customers.jsonl are copied into a temp dir (pip_url of the
+loader pointed at this checkout), so `.meltano/` (plugin venvs, state DB) never lands in the
+repo tree and a developer's `.env` is not read. Needs `.venv-meltano` (`make test` builds it);
+skipped only when it is missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MELTANO = Path(os.environ.get("MELTANO_BIN", REPO / ".venv-meltano" / "bin" / "meltano"))
+CUSTOMERS = REPO / "demo" / "customers.jsonl"
+DATASET = "sandbox-dataset"
+STATE_ID = "dev:tap-jsonl-to-target-graphitenote"
+
+pytestmark = pytest.mark.skipif(
+    not MELTANO.exists(),
+    reason=f"{MELTANO} is missing: `make test` (or `make meltano-venv`) installs meltano there",
+)
+
+
+def _sandbox_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("target-sandbox")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "target_core.sandbox.cli"]
+
+
+@pytest.fixture
+def sandbox_url(tmp_path: Path) -> Iterator[str]:
+    """`target-sandbox serve --port 0` as a subprocess; its URL from its first stdout line."""
+    proc = subprocess.Popen(
+        [*_sandbox_cmd(), "serve", "--port", "0", "--data-dir", str(tmp_path / "sandbox")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
+        first = proc.stdout.readline() if selector.select(timeout=30) else ""  # type: ignore[union-attr]
+        prefix = "sandbox listening on "
+        if not first.startswith(prefix):
+            proc.kill()
+            pytest.fail(f"sandbox did not start: {first!r} {proc.communicate()[1]}")
+        yield first[len(prefix) :].strip()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the Meltano project whose loader installs from this checkout."""
+    root = tmp_path / "project"
+    (root / "demo").mkdir(parents=True)
+    text = (REPO / "meltano.yml").read_text(encoding="utf-8")
+    assert text.count("pip_url: -e .\n") == 1, "meltano.yml: expected one `pip_url: -e .`"
+    text = text.replace("pip_url: -e .\n", f"pip_url: -e {REPO}\n")
+    (root / "meltano.yml").write_text(text, encoding="utf-8")
+    shutil.copy(CUSTOMERS, root / "demo" / "customers.jsonl")
+    return root
+
+
+def _env(sandbox_url: str) -> dict[str, str]:
+    drop = ("TARGET_GRAPHITENOTE_", "TAP_JSONL_", "MELTANO_", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(
+        MELTANO_SEND_ANONYMOUS_USAGE_STATS="false",
+        MELTANO_CLI_DISABLE_VERSION_CHECK="1",
+        UV_PYTHON_DOWNLOADS="never",
+        TARGET_GRAPHITENOTE_API_URL=f"{sandbox_url}/graphitenote/api",
+    )
+    return env
+
+
+def _meltano(project: Path, env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    result = subprocess.run(
+        [str(MELTANO), *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"meltano {' '.join(args)} exited {result.returncode}\n"
+        f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-6000:]}"
+    )
+    return result.stdout
+
+
+def _dataset(data_dir: Path) -> dict[str, Any]:
+    shown = subprocess.run(
+        [*_sandbox_cmd(), "show", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return json.loads(shown.stdout)["graphitenote"]["datasets"][DATASET]
+
+
+def _utc_text(value: str) -> str:
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def test_meltano_run_lands_every_customer(project: Path, sandbox_url: str, tmp_path: Path) -> None:
+    env = _env(sandbox_url)
+    _meltano(project, env, "install", timeout=300)
+    _meltano(project, env, "run", "tap-jsonl", "target-graphitenote")
+
+    expected = [json.loads(line) for line in CUSTOMERS.read_text(encoding="utf-8").splitlines()]
+    assert len(expected) >= 100
+    dataset = _dataset(tmp_path / "sandbox")
+    assert dataset["row_count"] == len(expected)
+    assert dataset["completes"] == 1  # dataset-complete once, after the last fill
+    assert dataset["fills"] == 1  # 200 rows < batch_size_rows
+    names = [column["name"] for column in dataset["columns"]]
+    assert names[:9] == [
+        "id", "name", "email", "country", "signup_at", "lifetime_value", "is_active", "tags",
+        "address",
+    ]  # fmt: skip
+    assert not {"sdc_filename", "sdc_stream"} & set(names)  # dropped by the tap's stream map
+
+    rows = dataset["rows"]
+    assert [row["id"] for row in rows] == [record["id"] for record in expected]
+    for row, record in zip(rows, expected, strict=True):
+        where = f"customer {record['id']}"
+        assert row["name"] == record["name"], where
+        assert row["email"] == record["email"], where
+        assert row["country"] == record["country"], where
+        assert row["signup_at"] == _utc_text(record["signup_at"]), where
+        assert row["lifetime_value"] == pytest.approx(record["lifetime_value"]), where
+        assert row["is_active"] == ("true" if record["is_active"] else "false"), where
+        assert json.loads(row["tags"]) == record["tags"], where
+        if record["address"] is None:
+            assert row["address"] is None, where
+        else:
+            assert json.loads(row["address"]) == record["address"], where
+
+    # Meltano stored the STATE the target emitted once the rows were acknowledged
+    assert STATE_ID in _meltano(project, env, "state", "list").split()
+    state = json.loads(_meltano(project, env, "state", "get", STATE_ID))
+    bookmark = state["singer_state"]["bookmarks"]["customers"]
+    assert bookmark["replication_key"] == "_sdc_last_modified"
+    (partition,) = bookmark["partitions"]
+    assert partition["context"]["_sdc_filename"] == str(project / "demo" / "customers.jsonl")
+    assert partition["replication_key_value"]
+
+    # load_method overwrite (the dev environment): a second run replaces, never duplicates
+    _meltano(project, env, "run", "--full-refresh", "tap-jsonl", "target-graphitenote")
+    again = _dataset(tmp_path / "sandbox")
+    assert again["row_count"] == len(expected)
+    assert again["completes"] == 2
+    assert [row["id"] for row in again["rows"]] == [record["id"] for record in expected]
