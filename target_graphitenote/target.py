@@ -122,12 +122,11 @@ class TargetGraphiteNote(CoreTarget):
                     "both arrived: map each stream with dataset_map"
                 )
             code = self.config["dataset_code"]
-        if code is None:
-            if not self.config["create_missing_datasets"]:
-                raise ConfigError(
-                    f"no dataset for stream '{stream}': set dataset_code (one stream), "
-                    f'dataset_map ({{"{stream}": "<dataset code>"}}) or create_missing_datasets'
-                )
+        if code is None and not self.config["create_missing_datasets"]:
+            raise ConfigError(
+                f"no dataset for stream '{stream}': set dataset_code (one stream), "
+                f'dataset_map ({{"{stream}": "<dataset code>"}}) or create_missing_datasets'
+            )
         replace = self.config["load_method"] == "overwrite"
         load = self._loads[stream] = DatasetLoad(stream, code, replace)
         self.logger.info("Stream '%s' -> %s dataset %s (%s)", stream, PLATFORM,

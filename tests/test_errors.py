@@ -28,8 +28,9 @@ def error_line(run) -> str:
     ({"load_method": "upsert"}, "invalid config: 'upsert' is not one of ['append-only', "
                                 "'overwrite'] in config['load_method']"),
     ({"compression_level": 12}, "compression_level must be between 1 and 9"),
-    ({"dataset_code": None}, "no dataset for stream 'users': set dataset_code (one stream), "
-                             'dataset_map ({"users": "<dataset code>"}) or create_missing_datasets'),
+    ({"dataset_code": None},
+     "no dataset for stream 'users': set dataset_code (one stream), "
+     'dataset_map ({"users": "<dataset code>"}) or create_missing_datasets'),
 ])
 def test_bad_config(tmp_path: Path, gn_config: dict, change: dict, expected: str) -> None:
     config = {k: v for k, v in {**gn_config, **change}.items() if v is not None}

@@ -72,7 +72,7 @@ def test_standard_stream_lands_record_by_record(name: str, tmp_path: Path) -> No
         rows = landed[stream]["rows"]
         assert len(rows) == len(records), stream
         assert landed[stream]["completes"] == 1
-        for got, sent in zip(rows, records):
+        for got, sent in zip(rows, records, strict=True):
             for key, value in sent.items():
                 column = identifier(key)
                 if isinstance(value, (dict, list)):
