@@ -1,0 +1,81 @@
+"""Prints what landed in the sandbox, for people: `make demo` runs it after `meltano run`.
+
+    target-sandbox show --data-dir .sandbox/demo --max-rows 3 | python demo/summary.py
+    python demo/summary.py --data-dir .sandbox/demo [--dataset sandbox-dataset] [--rows 3]
+
+With --data-dir it runs `target-sandbox show` itself (the one next to this Python).
+Exits 1 when the sandbox holds no Graphite Note dataset with rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _show(data_dir: str, rows: int) -> dict[str, Any]:
+    exe = Path(sys.executable).with_name("target-sandbox")
+    command = str(exe) if exe.exists() else shutil.which("target-sandbox") or "target-sandbox"
+    out = subprocess.run(
+        [command, "show", "--data-dir", data_dir, "--max-rows", str(rows)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out)
+
+
+def _cell(value: Any, width: int = 40) -> str:
+    text = "null" if value is None else value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def summarise(snapshot: dict[str, Any], only: str | None, rows: int) -> tuple[str, bool]:
+    datasets = snapshot.get("graphitenote", {}).get("datasets", {})
+    lines: list[str] = []
+    loaded = False
+    for code, dataset in datasets.items():
+        if only and code != only:
+            continue
+        if not only and not dataset.get("row_count"):
+            continue
+        loaded = loaded or bool(dataset.get("row_count"))
+        lines.append(
+            f"Graphite Note dataset {code!r} ({dataset.get('name')}): "
+            f"{dataset.get('row_count')} rows, {len(dataset.get('columns', []))} columns, "
+            f"{dataset.get('fills')} fills, {dataset.get('completes')} completes"
+        )
+        columns = ", ".join(
+            f"{c['name']} ({c.get('type')}/{c.get('subtype')})" for c in dataset.get("columns", [])
+        )
+        lines.append(f"  columns: {columns}")
+        shown = dataset.get("rows", [])[:rows]
+        if shown:
+            lines.append(f"  first {len(shown)} rows:")
+        for number, row in enumerate(shown, 1):
+            cells = "  ".join(f"{key}={_cell(value)}" for key, value in row.items())
+            lines.append(f"   {number}. {cells}")
+    if not lines:
+        lines.append("No Graphite Note dataset holds any rows.")
+    return "\n".join(lines), loaded
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", help="sandbox data dir (default: read JSON on stdin)")
+    parser.add_argument("--dataset", help="only this dataset code (default: every non-empty)")
+    parser.add_argument("--rows", type=int, default=3, help="rows to print per dataset")
+    args = parser.parse_args(argv)
+    snapshot = _show(args.data_dir, args.rows) if args.data_dir else json.load(sys.stdin)
+    text, loaded = summarise(snapshot, args.dataset, args.rows)
+    print(text)
+    return 0 if loaded else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
