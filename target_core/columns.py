@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -114,8 +115,12 @@ _UNSAFE = re.compile(r"[^0-9A-Za-z_]+")
 
 
 def identifier(name: str) -> str:
-    """A conservative identifier: ASCII letters, digits and `_`, not starting with a digit."""
-    safe = _UNSAFE.sub("_", name).strip("_")
+    """A conservative identifier: ASCII letters, digits and `_`, not starting with a digit.
+
+    Accents are folded first (`café` -> `cafe`), so names stay readable.
+    """
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    safe = _UNSAFE.sub("_", folded).strip("_")
     return f"_{safe}" if safe[:1].isdigit() else safe
 
 

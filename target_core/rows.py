@@ -1,10 +1,11 @@
 """A record -> one row of JSON values in column order, as a generated function per stream.
 
-The row builder is the innermost loop of every target: it runs once per record. Building
-its source from the column list (`[g('id'), c1(g('name')), ...]`) removes the per-column
-loop, lookups and branches, and encoding the row to JSON bytes right away means a batch is
-a list of small byte strings, not thousands of live dicts (cheaper for the garbage
-collector, and a batch can be split at any row when a platform says 413).
+The row encoder is the innermost loop of every target: it runs once per record. Building
+its source from the column list (`x0 = g('id')` ... `dumps([x0, c1(x1), ...])`) removes
+the per-column loop, lookups and branches. With validation on, the schema's checks are
+written into the same function, so a record is walked once, not twice. Encoding the row to
+JSON bytes right away means a batch is a list of small byte strings, not thousands of live
+dicts (cheaper for the garbage collector, and a batch can be split at any row on a 413).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from target_core.conversions import dumps
+from target_core.validation import CheckWriter, RecordProblem, Unsupported
 
 Converter = Callable[[Any], Any]
 
@@ -26,36 +28,57 @@ class RowError(ValueError):
 
 
 def compile_row_encoder(
-    sources: Sequence[str], converters: Sequence[Converter | None]
-) -> Callable[[dict], bytes]:
-    """`encode(record) -> b'[v1,v2,...]'`: each value converted, missing keys as null."""
-    namespace: dict[str, Any] = {"dumps": dumps}
+    sources: Sequence[str],
+    converters: Sequence[Converter | None],
+    schema: dict | None = None,
+) -> tuple[Callable[[dict], bytes], bool]:
+    """`encode(record) -> b'[v1,v2,...]'`: values converted, missing keys as null.
+
+    With a `schema`, the same function also validates the record (raising `RecordProblem`)
+    and the second result is True; for a schema whose keywords the generated checks do not
+    cover, the encoder does not validate and the second result is False.
+    """
+    writer = CheckWriter()
+    namespace = writer.constants
+    namespace["dumps"] = dumps
+    body: list[str] = []
     items = []
-    for i, (source, convert) in enumerate(zip(sources, converters, strict=False)):
-        if convert is None:
-            items.append(f"g({source!r})")
-        else:
+    for i, (source, convert) in enumerate(zip(sources, converters, strict=True)):
+        body.append(f"    x{i} = g({source!r})")
+        items.append(f"x{i}" if convert is None else f"c{i}(x{i})")
+        if convert is not None:
             namespace[f"c{i}"] = convert
-            items.append(f"c{i}(g({source!r}))")
-    code = "def encode(r):\n    g = r.get\n    return dumps([" + ", ".join(items) + "])\n"
+    validates = schema is not None
+    if schema is not None:
+        try:
+            checks = writer.object_checks(
+                schema.get("properties") or {}, schema.get("required") or [], "r", "", 1
+            )
+            body = checks + body
+        except Unsupported:
+            validates = False
+    code = "\n".join(["def encode(r):", "    g = r.get", *body,
+                      "    return dumps([" + ", ".join(items) + "])", ""])
     exec(compile(code, "<row-encoder>", "exec"), namespace)
     fast: Callable[[dict], bytes] = namespace["encode"]
 
     def encode(record: dict) -> bytes:
         try:
             return fast(record)
+        except RecordProblem:
+            raise
         except (ValueError, TypeError):
             _raise_for_field(record, sources, converters)
             raise
 
-    return encode
+    return encode, validates
 
 
 def _raise_for_field(
     record: dict, sources: Sequence[str], converters: Sequence[Converter | None]
 ) -> None:
     """Slow path, only after a failure: find which field broke, for the error message."""
-    for source, convert in zip(sources, converters, strict=False):
+    for source, convert in zip(sources, converters, strict=True):
         value = record.get(source)
         try:
             dumps(convert(value) if convert else value)

@@ -21,7 +21,7 @@ from singer_sdk.sinks import BatchSink
 
 from target_core.columns import Column, columns_from_schema, identifier
 from target_core.rows import Converter, RowError, compile_row_encoder
-from target_core.validation import RecordValidator
+from target_core.validation import RecordProblem, RecordValidator
 
 if TYPE_CHECKING:
     from target_core.target import CoreTarget
@@ -61,9 +61,14 @@ class CoreSink(BatchSink, abc.ABC):
         self.columns: list[Column] = columns_from_schema(
             self.schema, self.key_properties, self.sanitise_name
         )
-        self.encode_row: Callable[[dict], bytes] = compile_row_encoder(
-            [c.source for c in self.columns], [self.converter_for(c) for c in self.columns]
+        self.encode_row, self.encoder_validates = compile_row_encoder(
+            [c.source for c in self.columns],
+            [self.converter_for(c) for c in self.columns],
+            self.schema if self.validate_schema else None,
         )
+        if self.validate_schema and not self.encoder_validates:
+            self.logger.info("Stream '%s': schema keywords beyond the generated checks; "
+                             "validating with fastjsonschema", self.stream_name)
         self.rows: list[bytes] = []
         self.first_record = 0
         self.lean_records = 0
@@ -76,13 +81,15 @@ class CoreSink(BatchSink, abc.ABC):
 
     @property
     def check(self) -> Callable[[dict], Any] | None:
-        """The compiled validation function, or None when validation is off."""
+        """The validation to run before encoding: None when off or done by the encoder."""
         validator = self._validator
-        return validator.check if isinstance(validator, RecordValidator) else None
+        if self.encoder_validates or not isinstance(validator, RecordValidator):
+            return None
+        return validator.check
 
     def _validate_and_parse(self, record: dict) -> dict:
         """SDK path: validate with a message that names the stream; date-times stay strings."""
-        if self._validator is not None:
+        if self._validator is not None and not self.encoder_validates:
             try:
                 self._validator.validate(record)
             except InvalidRecord as exc:
@@ -95,7 +102,7 @@ class CoreSink(BatchSink, abc.ABC):
     def process_record(self, record: dict, context: dict | None) -> None:
         try:
             row = self.encode_row(record)
-        except RowError as exc:
+        except (RowError, RecordProblem) as exc:
             raise InvalidRecord(f"stream '{self.stream_name}': {exc}", {}) from None
         if not self.rows:
             self.first_record = self.core_target.checkpoint.seen

@@ -48,3 +48,172 @@ class RecordValidator(BaseJSONSchemaValidator):
             self.check(record)
         except fastjsonschema.JsonSchemaValueException as exc:
             raise InvalidRecord(describe(exc), {}) from None
+
+
+# -- generated checks ---------------------------------------------------------------------
+#
+# fastjsonschema still spends ~1/3 of the record path building key sets and calling
+# isinstance per property. Records decoded from JSON hold exact types only, so a check
+# written for one schema (`type(v) in {int}`) is exact and several times cheaper; a value
+# of another type goes to `_type_ok`, which applies jsonschema's rules (bool is not a
+# number, 1.0 is an integer). Schemas using keywords these checks do not cover fall back
+# to fastjsonschema; tests/test_validation.py compares both on mutated records.
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
+    "null": (type(None),), "object": (dict,), "array": (list,),
+}
+_NOT_CHECKED = {  # annotations and keywords that never reject a value (formats are off)
+    "type", "properties", "required", "items", "anyOf", "additionalProperties",
+    "title", "description", "default", "examples", "$comment", "$schema", "$id",
+    "readOnly", "writeOnly", "deprecated", "format", "secret", "inclusion", "selected",
+    "selected-by-default", "sql-datatype", "x-sql-datatype",
+    "maxLength", "minLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+}
+_VALIDATION_KEYWORDS = {
+    "enum", "const", "pattern", "multipleOf", "minItems", "maxItems", "uniqueItems",
+    "contains", "minProperties", "maxProperties", "patternProperties", "propertyNames",
+    "dependencies", "dependentRequired", "dependentSchemas", "if", "then", "else", "allOf",
+    "oneOf", "not", "$ref", "$defs", "definitions", "prefixItems", "unevaluatedProperties",
+    "unevaluatedItems", "additionalItems", "$dynamicRef", "$anchor",
+}
+
+
+class Unsupported(Exception):
+    """The schema needs a keyword the generated checks do not implement."""
+
+
+def _type_ok(value: Any, types: tuple[str, ...]) -> bool:
+    """jsonschema's type rules, for values whose exact type was not in the fast set."""
+    for name in types:
+        if name in ("integer", "number") and isinstance(value, bool):
+            continue
+        if name == "integer" and isinstance(value, float) and value.is_integer():
+            return True
+        if isinstance(value, _PY_TYPES[name]):
+            return True
+    return False
+
+
+def _fail(path: str, problem: str) -> None:
+    raise RecordProblem(f"field '{path}' {problem}")
+
+
+class RecordProblem(ValueError):
+    """A record that breaks its schema (message names the field, never the value)."""
+
+
+class CheckWriter:
+    """Writes Python source that checks values against (a supported subset of) a schema."""
+
+    def __init__(self) -> None:
+        self.constants: dict[str, Any] = {"_type_ok": _type_ok, "_fail": _fail, "_M": object()}
+        self._n = 0
+
+    def name(self, prefix: str) -> str:
+        self._n += 1
+        return f"{prefix}{self._n}"
+
+    def constant(self, value: Any) -> str:
+        name = self.name("_k")
+        self.constants[name] = value
+        return name
+
+    @staticmethod
+    def types_of(node: dict) -> tuple[str, ...] | None:
+        """The allowed JSON types, or None for any; anyOf only of plain typed branches."""
+        if "anyOf" in node:
+            types: list[str] = []
+            for branch in node["anyOf"]:
+                if not isinstance(branch, dict) or set(branch) - {"type", "format"} - (
+                        _NOT_CHECKED - {"properties", "items", "anyOf", "required",
+                                        "additionalProperties"}):
+                    raise Unsupported("anyOf with nested schemas")
+                if "type" not in branch:
+                    return None
+                declared = branch["type"]
+                types += [declared] if isinstance(declared, str) else list(declared)
+            return tuple(dict.fromkeys(types))
+        declared = node.get("type")
+        if declared is None:
+            return None
+        return (declared,) if isinstance(declared, str) else tuple(declared)
+
+    def check(self, node: Any, var: str, path: str, indent: int) -> list[str]:
+        """Lines checking `var` (present) against `node`."""
+        if node is True or node == {}:
+            return []
+        if not isinstance(node, dict):
+            raise Unsupported("boolean schema")
+        if set(node) & _VALIDATION_KEYWORDS:
+            raise Unsupported(", ".join(sorted(set(node) & _VALIDATION_KEYWORDS)))
+        if node.get("additionalProperties", True) is not True:
+            raise Unsupported("additionalProperties")
+        pad = "    " * indent
+        lines = []
+        types = self.types_of(node)
+        if types is not None:
+            if set(types) - set(_PY_TYPES):
+                raise Unsupported(f"type {types}")
+            # type() is exact: True is not in {int}, 1.0 is not in {int}; _type_ok decides.
+            exact = {t for name in types for t in _PY_TYPES[name]}
+            lines += [f"{pad}if type({var}) not in {self.constant(frozenset(exact))} "
+                      f"and not _type_ok({var}, {types!r}):",
+                      f"{pad}    _fail({path!r}, {'must be ' + ' or '.join(types)!r})"]
+        lines += self.bounds(node, var, path, pad)
+        properties = node.get("properties") or {}
+        required = node.get("required") or []
+        if properties or required:
+            obj = self.name("o")
+            body = self.object_checks(properties, required, obj, path + ".", indent + 1)
+            if body:
+                lines += [f"{pad}if type({var}) is dict:", f"{pad}    {obj} = {var}", *body]
+        items = node.get("items")
+        if items is not None:
+            if not isinstance(items, dict):
+                raise Unsupported("items as a list")
+            item = self.name("i")
+            body = self.check(items, item, path + "[]", indent + 2)
+            if body:
+                lines += [f"{pad}if type({var}) is list:", f"{pad}    for {item} in {var}:", *body]
+        return lines
+
+    def bounds(self, node: dict, var: str, path: str, pad: str) -> list[str]:
+        """maxLength / minLength on strings; minimum / maximum (exclusive too) on numbers."""
+        lines = []
+        number = f"type({var}) in (int, float)"
+        for keyword, test, applies in (
+            ("maxLength", "len({v}) > {k}", f"type({var}) is str"),
+            ("minLength", "len({v}) < {k}", f"type({var}) is str"),
+            ("maximum", "{v} > {k}", number),
+            ("minimum", "{v} < {k}", number),
+            ("exclusiveMaximum", "{v} >= {k}", number),
+            ("exclusiveMinimum", "{v} <= {k}", number),
+        ):
+            if keyword in node:
+                limit = node[keyword]
+                if isinstance(limit, bool) or not isinstance(limit, (int, float)):
+                    raise Unsupported(f"{keyword} that is not a number")
+                condition = test.format(v=var, k=self.constant(limit))
+                if keyword.endswith("Length"):  # jsonschema counts code points, as len() does
+                    problem = f"is {'longer' if keyword[1] == 'a' else 'shorter'} than {limit}"
+                else:
+                    problem = f"breaks its {keyword} of {limit}"
+                lines += [f"{pad}if {applies} and {condition}:",
+                          f"{pad}    _fail({path!r}, {problem!r})"]
+        return lines
+
+    def object_checks(self, properties: dict, required: list, obj: str, prefix: str,
+                      indent: int) -> list[str]:
+        pad = "    " * indent
+        lines = []
+        for key in required:
+            lines += [f"{pad}if {key!r} not in {obj}:",
+                      f"{pad}    _fail({prefix + key!r}, 'is a required property')"]
+        for key, sub in properties.items():
+            value = self.name("v")
+            body = self.check(sub, value, prefix + key, indent + 1)
+            if body:
+                lines += [f"{pad}{value} = {obj}.get({key!r}, _M)",
+                          f"{pad}if {value} is not _M:", *body]
+        return lines

@@ -54,7 +54,7 @@ def test_columns_and_values_land_with_graphite_note_types(tmp_path: Path, sandbo
     columns = {c["alias"]: c for c in dataset["columns"]}
     assert [c["name"] for c in dataset["columns"]] == [
         "id", "name", "amount", "active", "updated_at", "birthday", "address", "tags", "code",
-        "anything", "caf_au_lait"]
+        "anything", "cafe_au_lait"]
     assert (columns["id"]["type"], columns["id"]["subtype"]) == ("dimension", "numeric")  # key
     assert (columns["amount"]["type"], columns["amount"]["subtype"]) == ("measure", "numeric")
     assert columns["amount"]["format"] == "#,###.##"
@@ -67,10 +67,10 @@ def test_columns_and_values_land_with_graphite_note_types(tmp_path: Path, sandbo
         {"id": 1, "name": "Ana", "amount": 12.5, "active": "true",
          "updated_at": "2024-03-01 08:20:30", "birthday": "1990-05-17",
          "address": '{"city":"Zagreb"}', "tags": '["vip","eu"]', "code": "A1",
-         "anything": '[1,{"b":2}]', "caf_au_lait": "yes"},
+         "anything": '[1,{"b":2}]', "cafe_au_lait": "yes"},
         {"id": 2, "name": "Björn \"B\" 日本", "amount": None, "active": "false",
          "updated_at": "2024-03-01 23:59:59", "birthday": None, "address": None, "tags": "[]",
-         "code": "42", "anything": "plain", "caf_au_lait": "no"},
+         "code": "42", "anything": "plain", "cafe_au_lait": "no"},
     ]
     assert (dataset["fills"], dataset["completes"]) == (1, 1)
 
