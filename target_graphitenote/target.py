@@ -57,8 +57,10 @@ class TargetGraphiteNote(CoreTarget):
                     description="Rows per dataset-fill call (Graphite Note suggests 10,000)."),
         th.Property("compress", th.BooleanType, default=True,
                     description="Send insert-data gzip-compressed and base64-encoded."),
-        th.Property("compression_level", th.IntegerType, default=6,
-                    description="gzip level 1 (fastest) to 9 (smallest)."),
+        th.Property("compression_level", th.IntegerType, default=1,
+                    description="gzip level 1 (fastest, the default: ~2.5x faster than 6 for "
+                                "~30% more bytes; the rate limit counts calls, not bytes) "
+                                "to 9 (smallest)."),
         th.Property("rate_limit_per_minute", th.IntegerType, default=10,
                     description="Most API calls in any 60 s (Graphite Note allows 10 per "
                                 "tenant). 0 turns the client-side limit off."),
