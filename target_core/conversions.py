@@ -16,6 +16,7 @@ import decimal
 from typing import Any
 
 import msgspec
+import orjson
 
 _UTC = dt.timezone.utc
 _parse_datetime = dt.datetime.fromisoformat
@@ -31,16 +32,28 @@ dumps = msgspec.json.Encoder(enc_hook=_unknown, decimal_format="number").encode
 """Compact JSON bytes; Decimal, date, time and datetime included."""
 
 
+def _plain(value: Any) -> Any:
+    """What orjson leaves to its caller (values a stream map may produce)."""
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    return _unknown(value)
+
+
 def json_text(value: Any) -> str | None:
-    """Objects and arrays (or anything) as compact JSON text."""
-    return None if value is None else dumps(value).decode()
+    """Objects and arrays (or anything) as compact JSON text.
+
+    orjson here: its bytes live only until `.decode()`, and it is twice as fast as
+    msgspec on small objects."""
+    if value is None:
+        return None
+    return orjson.dumps(value, default=_plain).decode()
 
 
 def text(value: Any) -> str | None:
     """Strings unchanged; any other value as its JSON text (`true`, `12.5`, `{"a":1}`)."""
     if value is None or type(value) is str:
         return value
-    return dumps(value).decode()
+    return json_text(value)
 
 
 def _parse(value: Any) -> dt.datetime:
@@ -58,7 +71,10 @@ def utc_datetime_text(value: Any) -> str | None:
     """`YYYY-MM-DD HH:MM:SS` in UTC (naive values are taken as UTC); fractions dropped."""
     if value is None:
         return None
-    parsed = _parse(value)
+    try:  # the common case in one call: a UTC or naive ISO string (Python 3.11+ reads Z)
+        parsed = _parse_datetime(value)
+    except (TypeError, ValueError):
+        parsed = _parse(value)
     if parsed.tzinfo is not None and parsed.utcoffset():
         parsed = parsed.astimezone(_UTC)
     elif type(value) is str and len(value) >= 19 and value[10] in "Tt ":

@@ -67,15 +67,20 @@ class SingerLineReader(GenericSingerReader[bytes]):
     ) -> Counter[str]:
         counts: Counter[str] = Counter()
         on_record = callbacks["RECORD"]
+        decode = _decode
         records = 0
         self.line_number = 0
         try:
             for line in file_input or self.default_input:
                 self.line_number += 1
-                if not line.strip():
-                    continue  # a blank line carries nothing; taps sometimes end with one
-                message = self.deserialize_json(line)
-                kind = message.get("type")
+                try:
+                    message = decode(line)
+                    kind = message.get("type")
+                except (msgspec.DecodeError, AttributeError):
+                    if not line.strip():
+                        continue  # a blank line carries nothing; taps sometimes end with one
+                    message = self.deserialize_json(line)  # raises the explaining error
+                    kind = message.get("type")
                 if kind == "RECORD":
                     records += 1
                     on_record(message)

@@ -36,42 +36,55 @@ def compile_row_encoder(
 
     With a `schema`, the same function also validates the record (raising `RecordProblem`)
     and the second result is True; for a schema whose keywords the generated checks do not
-    cover, the encoder does not validate and the second result is False.
+    cover, the encoder does not validate and the second result is False. Each value is
+    read from the record once and serves both the checks and the row.
     """
     writer = CheckWriter()
     namespace = writer.constants
-    namespace["dumps"] = dumps
+    namespace.update(dumps=dumps, RecordProblem=RecordProblem,
+                     explain=lambda record: _raise_for_field(record, sources, converters))
+    properties = (schema or {}).get("properties") or {}
+    required = list((schema or {}).get("required") or [])
+    validates = schema is not None
     body: list[str] = []
     items = []
-    for i, (source, convert) in enumerate(zip(sources, converters, strict=True)):
-        body.append(f"    x{i} = g({source!r})")
-        items.append(f"x{i}" if convert is None else f"c{i}(x{i})")
-        if convert is not None:
-            namespace[f"c{i}"] = convert
-    validates = schema is not None
-    if schema is not None:
-        try:
-            checks = writer.object_checks(
-                schema.get("properties") or {}, schema.get("required") or [], "r", "", 1
-            )
-            body = checks + body
-        except Unsupported:
-            validates = False
-    code = "\n".join(["def encode(r):", "    g = r.get", *body,
-                      "    return dumps([" + ", ".join(items) + "])", ""])
+    try:
+        for key in required:
+            if key not in sources:
+                body += [f"        if {key!r} not in r:",
+                         f"            _fail({key!r}, 'is a required property')"]
+        for i, (source, convert) in enumerate(zip(sources, converters, strict=True)):
+            value = f"x{i}"
+            checks = writer.check(properties.get(source, {}), value, source, 3) if validates else []
+            if checks or source in required:
+                body += [f"        {value} = g({source!r}, _M)", f"        if {value} is _M:"]
+                if validates and source in required:
+                    body.append(f"            _fail({source!r}, 'is a required property')")
+                body += [f"            {value} = None"]
+                if checks:
+                    body += ["        else:", *checks]
+            else:
+                body.append(f"        {value} = g({source!r})")
+            items.append(value if convert is None else f"c{i}({value})")
+            if convert is not None:
+                namespace[f"c{i}"] = convert
+    except Unsupported:
+        return compile_row_encoder(sources, converters, None)[0], False
+    code = "\n".join([
+        "def encode(r):",
+        "    g = r.get",
+        "    try:",
+        *body,
+        "        return dumps([" + ", ".join(items) + "])",
+        "    except RecordProblem:",
+        "        raise",
+        "    except (ValueError, TypeError):",
+        "        explain(r)  # names the field that broke",
+        "        raise",
+        "",
+    ])
     exec(compile(code, "<row-encoder>", "exec"), namespace)
-    fast: Callable[[dict], bytes] = namespace["encode"]
-
-    def encode(record: dict) -> bytes:
-        try:
-            return fast(record)
-        except RecordProblem:
-            raise
-        except (ValueError, TypeError):
-            _raise_for_field(record, sources, converters)
-            raise
-
-    return encode, validates
+    return namespace["encode"], validates
 
 
 def _raise_for_field(

@@ -13,15 +13,16 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from singer_sdk.exceptions import InvalidRecord
+import fastjsonschema
+from singer_sdk.exceptions import InvalidRecord, MissingKeyPropertiesError
 from singer_sdk.sinks import BatchSink
 
 from target_core.columns import Column, columns_from_schema, identifier
 from target_core.rows import Converter, RowError, compile_row_encoder
-from target_core.validation import RecordProblem, RecordValidator
+from target_core.validation import RecordProblem, RecordValidator, describe
 
 if TYPE_CHECKING:
     from target_core.target import CoreTarget
@@ -50,9 +51,17 @@ class CoreSink(BatchSink, abc.ABC):
     def converter_for(self, column: Column) -> Converter | None:
         """The value conversion for a column (None: send the value as it is)."""
 
+    def prepare_batch(self, rows: list[bytes]) -> Any:
+        """CPU work on a batch before it is sent (e.g. compression); packer thread.
+
+        It runs while the previous batch is still being sent."""
+        return rows
+
     @abc.abstractmethod
-    def send_batch(self, rows: list[bytes]) -> None:
-        """Deliver rows (each the JSON text of one row) to the platform; uploader thread."""
+    def send_batch(self, rows: list[bytes], prepared: Any) -> None:
+        """Deliver rows (each the JSON text of one row) to the platform; sender thread.
+
+        `prepared` is what `prepare_batch` returned for these rows."""
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -69,6 +78,9 @@ class CoreSink(BatchSink, abc.ABC):
         if self.validate_schema and not self.encoder_validates:
             self.logger.info("Stream '%s': schema keywords beyond the generated checks; "
                              "validating with fastjsonschema", self.stream_name)
+        self.check = self._fallback_check()
+        self.key_names = tuple(self.key_properties)
+        self.batch_limit = self.max_size
         self.rows: list[bytes] = []
         self.first_record = 0
         self.lean_records = 0
@@ -79,8 +91,7 @@ class CoreSink(BatchSink, abc.ABC):
     def get_validator(self) -> RecordValidator | None:
         return RecordValidator(self.schema) if self.validate_schema else None
 
-    @property
-    def check(self) -> Callable[[dict], Any] | None:
+    def _fallback_check(self) -> Callable[[dict], Any] | None:
         """The validation to run before encoding: None when off or done by the encoder."""
         validator = self._validator
         if self.encoder_validates or not isinstance(validator, RecordValidator):
@@ -99,20 +110,53 @@ class CoreSink(BatchSink, abc.ABC):
 
     # -- records -----------------------------------------------------------------------
 
+    def add(self, record: dict) -> bool:
+        """The lean path for one record: validate, check keys, encode, buffer.
+
+        Does what the SDK's record path does for a stream without maps, flattening or
+        `_sdc` metadata, in one call. Returns True when the batch is full.
+        """
+        try:
+            if self.check is not None:
+                self.check(record)
+            row = self.encode_row(record)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise InvalidRecord(f"stream '{self.stream_name}': {describe(exc)}", {}) from None
+        except (RowError, RecordProblem) as exc:
+            raise InvalidRecord(f"stream '{self.stream_name}': {exc}", {}) from None
+        for key in self.key_names:
+            if key not in record:
+                raise MissingKeyPropertiesError(
+                    f"stream '{self.stream_name}': record lacks key property '{key}'")
+        rows = self.rows
+        if not rows:
+            self._open_buffer()
+        rows.append(row)
+        self.buffered_bytes += len(row)
+        self._total_records_read += 1
+        self._batch_records_read += 1
+        self.lean_records += 1
+        return (self._batch_records_read >= self.batch_limit
+                or self.buffered_bytes >= self.max_batch_bytes)
+
     def process_record(self, record: dict, context: dict | None) -> None:
+        """The SDK's path (stream maps, flattening): validated already, encode and buffer."""
         try:
             row = self.encode_row(record)
         except (RowError, RecordProblem) as exc:
             raise InvalidRecord(f"stream '{self.stream_name}': {exc}", {}) from None
         if not self.rows:
-            self.first_record = self.core_target.checkpoint.seen
-            self.core_target.checkpoint.open(self, self.first_record)
+            self._open_buffer()
         self.rows.append(row)
         self.buffered_bytes += len(row)
 
+    def _open_buffer(self) -> None:
+        self.first_record = self.core_target.checkpoint.seen
+        self.core_target.checkpoint.open(self, self.first_record)
+
     @property
     def is_full(self) -> bool:
-        return (self._batch_records_read >= self.max_size
+        return (self._batch_records_read >= self.batch_limit
                 or self.buffered_bytes >= self.max_batch_bytes)
 
     # -- batches -----------------------------------------------------------------------
@@ -131,11 +175,13 @@ class CoreSink(BatchSink, abc.ABC):
         token = object()
         self.core_target.checkpoint.move(self, token)
         number = self.batches_sent = self.batches_sent + 1
-        self.core_target.uploader.submit(token, lambda: self._send(rows, number))
+        self.core_target.uploader.submit(
+            token, lambda: self.prepare_batch(rows), lambda ready: self._send(rows, ready, number)
+        )
 
-    def _send(self, rows: Sequence[bytes], number: int) -> None:
+    def _send(self, rows: list[bytes], prepared: Any, number: int) -> None:
         started = time.monotonic()
-        self.send_batch(list(rows))
+        self.send_batch(rows, prepared)
         self.rows_sent += len(rows)
         self.logger.info("Stream '%s': batch %d (%d rows) acknowledged in %.1f s; %d rows loaded",
                          self.stream_name, number, len(rows), time.monotonic() - started,

@@ -26,14 +26,12 @@ import logging
 import sys
 from typing import Any
 
-import fastjsonschema
 from singer_sdk import Target
 from singer_sdk.exceptions import (
     ConfigValidationError,
     FatalSyncError,
     InvalidJSONSchema,
     InvalidRecord,
-    MissingKeyPropertiesError,
 )
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.exceptions import InvalidInputLine
@@ -44,7 +42,6 @@ from target_core.reader import SingerLineReader, describe_missing_schema
 from target_core.redaction import REDACTOR, install_log_redaction
 from target_core.sink import CoreSink
 from target_core.uploads import Uploader
-from target_core.validation import describe
 
 _AGE_CHECK_EVERY = 1000
 USER_ERRORS = (TargetError, FatalSyncError, InvalidInputLine, InvalidRecord, InvalidJSONSchema)
@@ -127,29 +124,10 @@ class CoreTarget(Target):
         record = message_dict.get("record")
         if sink is None or type(record) is not dict:
             super()._process_record_message(message_dict)  # maps, flattening, odd records
-        else:
-            self._lean_record(sink, stream, record)  # type: ignore[arg-type]
+        elif sink.add(record):
+            self._drain_full(sink)
         if checkpoint.seen % _AGE_CHECK_EVERY == 0:
             self._handle_max_record_age()
-
-    def _lean_record(self, sink: CoreSink, stream: str, record: dict) -> None:
-        check = sink.check
-        if check is not None:
-            try:
-                check(record)
-            except fastjsonschema.JsonSchemaValueException as exc:
-                raise InvalidRecord(f"stream '{stream}': {describe(exc)}", {}) from None
-        for key in sink.key_properties:
-            if key not in record:
-                raise MissingKeyPropertiesError(
-                    f"stream '{stream}': record lacks key property '{key}'"
-                )
-        sink.process_record(record, None)
-        sink._total_records_read += 1
-        sink._batch_records_read += 1
-        sink.lean_records += 1
-        if sink.is_full:
-            self._drain_full(sink)
 
     def _drain_full(self, sink: CoreSink) -> None:
         self.logger.debug("Stream '%s' batch is full (%d rows): handing it to the uploader",

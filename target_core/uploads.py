@@ -1,77 +1,96 @@
-"""Batches go to the platform on a second thread while the main thread keeps reading.
+"""Batches go to the platform on two background threads while the main thread keeps reading.
 
-Parsing and validating hold the GIL; compression (zlib) and waiting on the network release
-it, so one uploader thread puts the second core to work. Batches are sent one at a time in
-the order they were handed over (platforms want fills of one dataset in order, and the
-first fill of a replace run must land first). The queue holds at most `depth` batches:
-when the platform is slower than the tap, the reader waits instead of buffering the whole
-stream in memory.
+Parsing and validating hold the GIL on the main thread. The other core gets the rest, as a
+two-stage pipeline: a *packer* thread prepares the next batch (compression: zlib releases
+the GIL) while a *sender* thread waits on the platform's answer to the previous one.
+Batches are sent one at a time, in the order they were handed over (platforms want fills
+of one dataset in order, and the first fill of a replace run must land first). Each queue
+is bounded: when the platform is slower than the tap, the reader waits instead of
+buffering the stream in memory (at most `depth` + 2 batches exist at once).
 
-An upload that fails for good stops the uploader; the error is raised on the main thread
-at its next hand-over or wait, so the run ends non-zero and no later STATE is written.
+A job that fails for good stops both stages; later batches are dropped unsent and the error
+is raised on the main thread at its next hand-over or wait, so the run ends non-zero and no
+later STATE is written.
 """
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Callable, Hashable
+from typing import Any
 
 from target_core.checkpoint import Checkpoint
 
-logger = logging.getLogger(__name__)
-
-Job = tuple[Hashable, Callable[[], None]]
+Prepare = Callable[[], Any]
+Send = Callable[[Any], None]
 
 
 class Uploader:
-    """One background thread running upload jobs in order, acknowledging each to the checkpoint."""
+    """Runs (prepare, send) jobs in order; each sent job is acknowledged to the checkpoint."""
 
     def __init__(self, checkpoint: Checkpoint, depth: int = 2) -> None:
         self._checkpoint = checkpoint
-        self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=depth)
+        self._to_pack: queue.Queue[tuple[Hashable, Prepare, Send] | None] = queue.Queue(depth)
+        self._to_send: queue.Queue[tuple[Hashable, Send, Any] | None] = queue.Queue(1)
         self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
-    def submit(self, token: Hashable, job: Callable[[], None]) -> None:
-        """Queue a job; blocks while `depth` jobs are waiting. Raises an earlier failure."""
+    def submit(self, token: Hashable, prepare: Prepare, send: Send) -> None:
+        """Queue a job; blocks while the pipeline is full. Raises an earlier failure."""
         self.raise_failure()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
-            self._thread.start()
+        if not self._threads:
+            self._threads = [threading.Thread(target=run, name=name, daemon=True)
+                             for name, run in (("packer", self._pack), ("sender", self._send))]
+            for thread in self._threads:
+                thread.start()
         while True:
             try:
-                self._jobs.put((token, job), timeout=0.5)
+                self._to_pack.put((token, prepare, send), timeout=0.5)
                 return
             except queue.Full:
                 self.raise_failure()
 
     def wait(self) -> None:
-        """Block until every queued job is done; raise the failure if one failed."""
-        if self._thread is not None:
-            self._jobs.join()
+        """Block until every queued job is sent; raise the failure if one failed."""
+        if self._threads:
+            self._to_pack.join()  # everything packed is in the send queue by then
+            self._to_send.join()
         self.raise_failure()
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._jobs.put(None)
-            self._thread.join()
-            self._thread = None
+        if self._threads:
+            self._to_pack.put(None)
+            for thread in self._threads:
+                thread.join()
+            self._threads = []
 
     def raise_failure(self) -> None:
         if self._error is not None:
             raise self._error
 
-    def _run(self) -> None:
-        while (item := self._jobs.get()) is not None:
-            token, job = item
+    def _pack(self) -> None:
+        while (job := self._to_pack.get()) is not None:
+            token, prepare, send = job
             try:
                 if self._error is None:  # after a failure, later batches are dropped unsent
-                    job()
+                    self._to_send.put((token, send, prepare()))
+            except BaseException as exc:
+                self._error = exc
+            finally:
+                self._to_pack.task_done()
+        self._to_pack.task_done()
+        self._to_send.put(None)
+
+    def _send(self) -> None:
+        while (job := self._to_send.get()) is not None:
+            token, send, prepared = job
+            try:
+                if self._error is None:
+                    send(prepared)
                     self._checkpoint.close(token)
             except BaseException as exc:
                 self._error = exc
             finally:
-                self._jobs.task_done()
-        self._jobs.task_done()
+                self._to_send.task_done()
+        self._to_send.task_done()

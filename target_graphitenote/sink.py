@@ -109,15 +109,17 @@ class GraphiteNoteSink(CoreSink):
 
     # -- upload (uploader thread) ------------------------------------------------------
 
-    def send_batch(self, rows: list[bytes]) -> None:
-        target = self.core_target
+    def prepare_batch(self, rows: list[bytes]) -> str:
+        """The `insert-data` string: JSON rows, gzip + base64 when compressed."""
+        config = self.core_target.config
         payload = b"[" + b",".join(rows) + b"]"
-        if target.config["compress"]:
-            packed = gzip.compress(payload, compresslevel=target.config["compression_level"],
-                                   mtime=0)
-            insert_data = base64.b64encode(packed).decode("ascii")
-        else:
-            insert_data = payload.decode()
+        if not config["compress"]:
+            return payload.decode()
+        packed = gzip.compress(payload, compresslevel=config["compression_level"], mtime=0)
+        return base64.b64encode(packed).decode("ascii")
+
+    def send_batch(self, rows: list[bytes], insert_data: str) -> None:
+        target = self.core_target
         load = self.load
         if load.dataset_code is None:
             target.create_dataset(load, self.gn_columns)
@@ -133,8 +135,8 @@ class GraphiteNoteSink(CoreSink):
             self.logger.warning("Stream '%s': Graphite Note refused %d rows as too large "
                                 "(HTTP 413); sending them as two batches of %d and %d",
                                 self.stream_name, len(rows), half, len(rows) - half)
-            self.send_batch(rows[:half])
-            self.send_batch(rows[half:])
+            for part in (rows[:half], rows[half:]):
+                self.send_batch(part, self.prepare_batch(part))
             return
         load.fills += 1
         load.rows += len(rows)
