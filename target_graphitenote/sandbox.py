@@ -91,8 +91,10 @@ def merge_columns(
     return list(merged.values())
 
 
-def decode_insert_data(text: Any, compressed: bool) -> list[Any]:
-    """``insert-data`` is a string: JSON rows, or base64(gzip(JSON rows)) when compressed."""
+def decode_insert_data(text: Any, compressed: bool) -> tuple[list[Any], bytes]:
+    """``insert-data`` is a string: JSON rows, or base64(gzip(JSON rows)) when compressed.
+
+    Returns the rows and their JSON text (kept to be stored as it came)."""
     if not isinstance(text, str):
         raise ApiError(400, "insert-data must be a string (JSON text of a list of rows)")
     raw: bytes | str = text
@@ -116,7 +118,8 @@ def decode_insert_data(text: Any, compressed: bool) -> list[Any]:
         raise ApiError(400, f"insert-data is not valid JSON: {exc}") from None
     if not isinstance(rows, list):
         raise ApiError(400, "insert-data must be a JSON list of rows")
-    return rows
+    text_bytes = raw.encode() if isinstance(raw, str) else raw
+    return rows, text_bytes
 
 
 _DATE = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])\Z")
@@ -167,14 +170,14 @@ def _column_is_valid(values: tuple[Any, ...], subtype: str) -> bool:
     return all(map(pattern.match, [value for value in values if value is not None]))
 
 
-def rows_as_objects(rows: list[Any], columns: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """Checks every row against the columns, then pairs values with column names.
+def check_rows(rows: list[Any], columns: list[dict[str, str]]) -> None:
+    """Checks every row against the columns.
 
     Nothing is stored unless every row passes, so a 400 leaves the dataset untouched. Errors
     name the first bad row (0-based) and column, so a loader can point at the record.
     """
     if not rows:
-        return []
+        return
     width = len(columns)
     if {type(row) for row in rows} != {list} or set(map(len, rows)) != {width}:
         for index, row in enumerate(rows):
@@ -194,8 +197,20 @@ def rows_as_objects(rows: list[Any], columns: list[dict[str, str]]) -> list[dict
             400,
             f"insert-data row {index}, column {column['name']!r} ({subtype}): expected {expected}",
         )
-    names = [column["name"] for column in columns]
-    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def stored_batch(columns: list[dict[str, str]], rows_json: bytes) -> bytes:
+    """One fill as one line: its column names and its rows' JSON text, as the client sent it."""
+    if b"\n" in rows_json or b"\r" in rows_json:  # pretty-printed: one line is needed
+        rows_json = orjson.dumps(orjson.loads(rows_json))
+    names = orjson.dumps([column["name"] for column in columns])
+    return b'{"columns":' + names + b',"rows":' + rows_json + b"}"
+
+
+def rows_as_objects(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """A stored fill -> its rows as {column name: value}."""
+    names = batch["columns"]
+    return [dict(zip(names, row, strict=True)) for row in batch["rows"]]
 
 
 # datasets ------------------------------------------------------------------------------------
@@ -256,7 +271,8 @@ class DatasetCatalog:
             return code
 
     def fill(
-        self, code: str, columns: list[dict[str, str]], rows: list[dict[str, Any]], append: bool
+        self, code: str, columns: list[dict[str, str]], rows: list[Any], rows_json: bytes,
+        append: bool,
     ) -> None:
         with self._store.lock:
             dataset = self.require(code)
@@ -268,7 +284,8 @@ class DatasetCatalog:
                 dataset["truncates"] += 1
             dataset["columns"] = merge_columns(dataset["columns"], columns)
             if rows:
-                dataset["rows_bytes"] = self._store.append_rows(code, rows)
+                line = stored_batch(columns, rows_json)
+                dataset["rows_bytes"] = self._store.append_line(code, line)
             dataset["row_count"] += len(rows)
             dataset["fills"] += 1
             self._save()
@@ -296,7 +313,7 @@ class DatasetCatalog:
                     "fills": dataset["fills"],
                     "completes": dataset["completes"],
                     "truncates": dataset["truncates"],
-                    "rows": self._store.read_rows(code, limit),
+                    "rows": self._store.read_rows(code, limit, rows_as_objects),
                 }
             return {"datasets": datasets}
 
@@ -390,8 +407,9 @@ class GraphiteNoteEmulator:
         if not self.busy.claim(code):
             raise ApiError(409, f"dataset {code!r} is being filled by another request")
         try:
-            rows = rows_as_objects(decode_insert_data(body["insert-data"], compressed), columns)
-            self.catalog.fill(code, columns, rows, append)
+            rows, rows_json = decode_insert_data(body["insert-data"], compressed)
+            check_rows(rows, columns)
+            self.catalog.fill(code, columns, rows, rows_json, append)
         finally:
             self.busy.release(code)
         return Reply(200, _success(code, len(rows)))

@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +57,14 @@ class Store:
             raise ValueError(f"invalid table name {table!r}")
         return self.root / ROWS_DIR / f"{table}.jsonl"
 
-    def append_rows(self, table: str, rows: Sequence[Any]) -> int:
-        """Append a batch of rows as one JSON-array line (one serialisation call per batch, not
-        per row); returns the file's new length, to record in the metadata."""
+    def append_line(self, table: str, line: bytes) -> int:
+        """Append one batch already encoded as a single line of JSON (no newline inside), as
+        an emulator gets it from a client: storing it as is saves re-serialising big
+        batches. Returns the file's new length."""
         path = self.rows_path(table)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "ab") as handle:
-            handle.write(orjson.dumps(list(rows), option=orjson.OPT_APPEND_NEWLINE))
+            handle.write(line + b"\n")
             return handle.tell()
 
     def truncate_rows(self, table: str) -> None:
@@ -78,11 +79,15 @@ class Store:
         except FileNotFoundError:
             pass
 
-    def delete_rows(self, table: str) -> None:
-        self.rows_path(table).unlink(missing_ok=True)
+    def read_rows(
+        self,
+        table: str,
+        limit: int | None = None,
+        batch_rows: Callable[[Any], list[Any]] = list,
+    ) -> list[Any]:
+        """The first ``limit`` rows (all when None), read batch by batch, never the whole file.
 
-    def read_rows(self, table: str, limit: int | None = None) -> list[Any]:
-        """The first ``limit`` rows (all when None), read batch by batch, never the whole file."""
+        ``batch_rows`` turns one stored line (decoded) into its rows."""
         if limit is not None and limit <= 0:
             return []
         rows: list[Any] = []
@@ -94,7 +99,7 @@ class Store:
             for line in handle:
                 if not line.endswith(b"\n"):
                     break  # a batch cut short by a crash: not committed
-                rows.extend(orjson.loads(line))
+                rows.extend(batch_rows(orjson.loads(line)))
                 if limit is not None and len(rows) >= limit:
                     return rows[:limit]
         return rows
