@@ -28,10 +28,12 @@ from typing import Any
 
 from singer_sdk import Target
 from singer_sdk.exceptions import (
+    ConfigurationError,
     ConfigValidationError,
     FatalSyncError,
     InvalidJSONSchema,
     InvalidRecord,
+    MappingError,
 )
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.exceptions import InvalidInputLine
@@ -44,7 +46,8 @@ from target_core.sink import CoreSink
 from target_core.uploads import Uploader
 
 _AGE_CHECK_EVERY = 1000
-USER_ERRORS = (TargetError, FatalSyncError, InvalidInputLine, InvalidRecord, InvalidJSONSchema)
+USER_ERRORS = (TargetError, FatalSyncError, InvalidInputLine, InvalidRecord, InvalidJSONSchema,
+               MappingError, ConfigurationError)
 
 
 def secret_values(config: dict, config_schema: dict) -> list[str]:

@@ -257,3 +257,35 @@ def test_float_in_tap_state_is_passed_on(tmp_path: Path, sandbox: Sandbox,
     run = run_target(tmp_path, gn_config, lines(messages))
     assert run.returncode == 0, run.stderr
     assert states_of(run.stdout)[-1] == {"watermark": 1.5, "n": 3}
+
+
+def test_stream_maps_and_flattening_take_the_sdk_path(tmp_path: Path, sandbox: Sandbox,
+                                                      gn_config: dict) -> None:
+    gn_config.update(
+        stream_maps={"people": {"__alias__": "customers", "name": "__NULL__",
+                                "name_hash": "md5(name)"}},
+        flattening_enabled=True, flattening_max_depth=1,
+        dataset_map={"customers": "sandbox-dataset"}, batch_size_rows=1,
+    )
+    del gn_config["dataset_code"]
+    run = run_target(tmp_path, gn_config, lines(
+        [schema("people", PROPERTIES), *(record("people", r) for r in RECORDS)]))
+    assert run.returncode == 0, run.stderr
+    rows = sandbox.rows()
+    assert [r["id"] for r in rows] == [1, 2]
+    assert "name" not in rows[0]
+    assert [len(r["name_hash"]) for r in rows] == [32, 32]
+    assert rows[0]["address__city"] == "Zagreb"
+    assert rows[0]["updated_at"] == "2024-03-01 08:20:30"
+
+
+def test_bad_record_behind_a_stream_map_still_fails_clearly(tmp_path: Path,
+                                                            gn_config: dict) -> None:
+    gn_config["stream_maps"] = {"people": {"code": "__NULL__"}}
+    bad = {**RECORDS[0], "amount": "lots"}
+    run = run_target(tmp_path, gn_config, lines([schema("people", PROPERTIES),
+                                                 record("people", bad)]))
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1] == (
+        "target-graphitenote: error: line 2: stream 'people': field 'amount' must be number "
+        "or null")
