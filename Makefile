@@ -1,6 +1,7 @@
 # make demo   sandbox + Meltano: tap-jsonl -> target-graphitenote, then what landed
 # make test   the whole test suite (fails when no test is collected)
 # make lint   ruff
+# make postgresql   PostgreSQL's server binaries (Debian package) when missing; `make test` runs it
 #
 # Both virtualenvs are built on first use and rebuilt only when out of date:
 #   .venv          python3 -m venv + pip install -e '.[test]'   (again when pyproject.toml changes)
@@ -27,12 +28,13 @@ export MELTANO_CLI_DISABLE_VERSION_CHECK := 1
 export UV_PYTHON_DOWNLOADS := never
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help demo test lint venv meltano-venv clean-demo
+.PHONY: help demo test lint venv meltano-venv clean-demo postgresql
 
 help:
 	@echo "make demo   start the sandbox (port $(SANDBOX_PORT)), meltano run tap-jsonl target-graphitenote, print what landed"
 	@echo "make test   run the test suite (tests/)"
 	@echo "make lint   ruff check"
+	@echo "make postgresql   install PostgreSQL (apt-get, as root) if its server binaries are missing"
 
 venv: $(VENV_STAMP)
 meltano-venv: $(MELTANO_STAMP)
@@ -79,8 +81,25 @@ demo: $(VENV_STAMP) $(MELTANO_STAMP)
 clean-demo:
 	rm -rf $(SANDBOX_DIR) .meltano
 
+# PostgreSQL's server binaries, for tests/test_postgres_meltano.py (initdb/pg_ctl of a throwaway
+# cluster). Nothing to do when they are there; otherwise apt-get as root (CI machines). Without
+# root: a message, and the test is skipped (but fails when CI is set, so CI stops here).
+PG_INITDB_GLOB ?= /usr/lib/postgresql/*/bin/initdb
+
+postgresql:
+	@if ls $(PG_INITDB_GLOB) >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "PostgreSQL's server binaries are missing ($(PG_INITDB_GLOB))."; \
+		echo "Install them as root: apt-get install -y postgresql"; \
+		echo "(without them tests/test_postgres_meltano.py is skipped, or fails when CI is set)"; \
+		if [ -n "$$CI" ]; then exit 1; fi; exit 0; \
+	fi; \
+	echo "==> installing PostgreSQL: apt-get install postgresql"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql \
+		>/dev/null && ls $(PG_INITDB_GLOB)
+
 # pytest exits 5 when it collected no test: that is a failure here.
-test: $(VENV_STAMP) $(MELTANO_STAMP)
+test: $(VENV_STAMP) $(MELTANO_STAMP) postgresql
 	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'no tests collected'; exit 1; fi; exit $$rc
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
@@ -133,6 +135,40 @@ def run_target(
         input=stdin.decode(), capture_output=True, text=True, timeout=timeout,
         env=target_env(**env), check=False,
     )
+
+
+def sandbox_cmd() -> list[str]:
+    """The `target-sandbox` command of this environment."""
+    exe = Path(sys.executable).with_name("target-sandbox")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "target_core.sandbox.cli"]
+
+
+@pytest.fixture
+def sandbox_url(tmp_path: Path) -> Iterator[str]:
+    """`target-sandbox serve --port 0` as a subprocess; its URL from its first stdout line."""
+    proc = subprocess.Popen(
+        [*sandbox_cmd(), "serve", "--port", "0", "--data-dir", str(tmp_path / "sandbox")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
+        first = proc.stdout.readline() if selector.select(timeout=30) else ""  # type: ignore[union-attr]
+        prefix = "sandbox listening on "
+        if not first.startswith(prefix):
+            proc.kill()
+            pytest.fail(f"sandbox did not start: {first!r} {proc.communicate()[1]}")
+        yield first[len(prefix) :].strip()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def states_of(stdout: str) -> list[Any]:

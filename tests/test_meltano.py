@@ -11,16 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import selectors
 import shutil
-import signal
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import sandbox_cmd
 
 REPO = Path(__file__).resolve().parents[1]
 MELTANO = Path(os.environ.get("MELTANO_BIN", REPO / ".venv-meltano" / "bin" / "meltano"))
@@ -32,39 +29,6 @@ pytestmark = pytest.mark.skipif(
     not MELTANO.exists(),
     reason=f"{MELTANO} is missing: `make test` (or `make meltano-venv`) installs meltano there",
 )
-
-
-def _sandbox_cmd() -> list[str]:
-    exe = Path(sys.executable).with_name("target-sandbox")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "target_core.sandbox.cli"]
-
-
-@pytest.fixture
-def sandbox_url(tmp_path: Path) -> Iterator[str]:
-    """`target-sandbox serve --port 0` as a subprocess; its URL from its first stdout line."""
-    proc = subprocess.Popen(
-        [*_sandbox_cmd(), "serve", "--port", "0", "--data-dir", str(tmp_path / "sandbox")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        selector = selectors.DefaultSelector()
-        selector.register(proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
-        first = proc.stdout.readline() if selector.select(timeout=30) else ""  # type: ignore[union-attr]
-        prefix = "sandbox listening on "
-        if not first.startswith(prefix):
-            proc.kill()
-            pytest.fail(f"sandbox did not start: {first!r} {proc.communicate()[1]}")
-        yield first[len(prefix) :].strip()
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 @pytest.fixture
@@ -111,7 +75,7 @@ def _meltano(project: Path, env: dict[str, str], *args: str, timeout: float = 12
 
 def _dataset(data_dir: Path) -> dict[str, Any]:
     shown = subprocess.run(
-        [*_sandbox_cmd(), "show", "--data-dir", str(data_dir)],
+        [*sandbox_cmd(), "show", "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
         check=True,
