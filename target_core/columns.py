@@ -78,12 +78,12 @@ def column_type(prop: Mapping[str, Any]) -> tuple[ColumnType, bool, tuple[str, .
     for branch in _branches(prop):
         declared = branch.get("type")
         names = [declared] if isinstance(declared, str) else list(declared or [])
-        if not names and "properties" in branch:
-            names = ["object"]
+        if not names:  # no type: an object if it has properties, else any value at all
+            names = ["object"] if "properties" in branch else ["any"]
         types += names
         if "string" in names and branch.get("format") in _FORMATS:
             formats.add(branch["format"])
-    nullable = "null" in types or not types
+    nullable = "null" in types or "any" in types
     kinds = tuple(dict.fromkeys(t for t in types if t != "null"))
     if kinds == ("string",):
         kind = _FORMATS[formats.pop()] if len(formats) == 1 else ColumnType.TEXT

@@ -76,9 +76,13 @@ def utc_datetime_text(value: Any) -> str | None:
     except (TypeError, ValueError):
         parsed = _parse(value)
     if parsed.tzinfo is not None and parsed.utcoffset():
-        parsed = parsed.astimezone(_UTC)
-    elif type(value) is str and len(value) >= 19 and value[10] in "Tt ":
-        return f"{value[:10]} {value[11:19]}"  # already UTC: slicing keeps it a string
+        try:
+            parsed = parsed.astimezone(_UTC)
+        except OverflowError:
+            raise ValueError("is out of the representable date range (years 1-9999)") from None
+    elif type(value) is str and len(value) >= 19 and value[13:14] == value[16:17] == ":" \
+            and value[4:5] == value[7:8] == "-":
+        return f"{value[:10]} {value[11:19]}"  # already UTC and YYYY-MM-DDTHH:MM:SS: slice
     return f"{parsed:%Y-%m-%d %H:%M:%S}"
 
 

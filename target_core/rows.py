@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from target_core.conversions import dumps
-from target_core.validation import CheckWriter, RecordProblem, Unsupported
+from target_core.validation import _ANNOTATIONS, CheckWriter, RecordProblem, Unsupported
 
 Converter = Callable[[Any], Any]
 
@@ -44,11 +44,13 @@ def compile_row_encoder(
     namespace.update(dumps=dumps, RecordProblem=RecordProblem,
                      explain=lambda record: _raise_for_field(record, sources, converters))
     properties = (schema or {}).get("properties") or {}
-    required = list((schema or {}).get("required") or [])
+    required = (schema or {}).get("required") or []
     validates = schema is not None
     body: list[str] = []
     items = []
     try:
+        if schema is not None:
+            _check_record_level(schema)
         for key in required:
             if key not in sources:
                 body += [f"        if {key!r} not in r:",
@@ -68,7 +70,7 @@ def compile_row_encoder(
             items.append(value if convert is None else f"c{i}({value})")
             if convert is not None:
                 namespace[f"c{i}"] = convert
-    except Unsupported:
+    except (Unsupported, RecursionError):
         return compile_row_encoder(sources, converters, None)[0], False
     code = "\n".join([
         "def encode(r):",
@@ -83,8 +85,25 @@ def compile_row_encoder(
         "        raise",
         "",
     ])
-    exec(compile(code, "<row-encoder>", "exec"), namespace)
+    try:
+        exec(compile(code, "<row-encoder>", "exec"), namespace)
+    except (SyntaxError, RecursionError):  # nesting deeper than Python's compiler allows
+        if schema is None:
+            raise
+        return compile_row_encoder(sources, converters, None)[0], False
     return namespace["encode"], validates
+
+
+def _check_record_level(schema: dict) -> None:
+    """The generated checks cover `properties` and `required` at the record level only."""
+    extra = set(schema) - _ANNOTATIONS - {"type", "properties", "required"}
+    if extra - {"additionalProperties"} or schema.get("additionalProperties", True) is not True:
+        raise Unsupported(f"record-level {sorted(extra)}")
+    if schema.get("type", "object") not in ("object", ["object"]):
+        raise Unsupported("a record schema that is not an object")
+    if not isinstance(schema.get("properties", {}), dict) or not isinstance(
+            schema.get("required", []), list):
+        raise Unsupported("properties or required of an unexpected shape")
 
 
 def _raise_for_field(

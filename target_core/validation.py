@@ -28,7 +28,8 @@ def _compile(schema_json: bytes) -> Callable[[Any], Any]:
 def describe(exc: fastjsonschema.JsonSchemaValueException) -> str:
     """`data.address.city must be string` -> `field 'address.city' must be string`."""
     path = ".".join(str(p) for p in (exc.path or [])[1:])
-    rule = exc.message.split(" ", 1)[1] if " " in exc.message else exc.message
+    name = exc.name or "data"
+    rule = exc.message[len(name) + 1:] if exc.message.startswith(name + " ") else exc.message
     return f"field '{path}' {rule}" if path else f"record {rule}"
 
 
@@ -70,6 +71,9 @@ _NOT_CHECKED = {  # annotations and keywords that never reject a value (formats 
     "selected-by-default", "sql-datatype", "x-sql-datatype",
     "maxLength", "minLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
 }
+_ANNOTATIONS = {"title", "description", "default", "examples", "$comment", "$schema", "$id",
+                "readOnly", "writeOnly", "deprecated", "format", "secret", "inclusion",
+                "selected", "selected-by-default", "sql-datatype", "x-sql-datatype"}
 _VALIDATION_KEYWORDS = {
     "enum", "const", "pattern", "multipleOf", "minItems", "maxItems", "uniqueItems",
     "contains", "minProperties", "maxProperties", "patternProperties", "propertyNames",
@@ -123,14 +127,13 @@ class CheckWriter:
     def types_of(node: dict) -> tuple[str, ...] | None:
         """The allowed JSON types, or None for any; anyOf only of plain typed branches."""
         if "anyOf" in node:
+            if "type" in node or not isinstance(node["anyOf"], list):
+                raise Unsupported("anyOf next to type")
             types: list[str] = []
             for branch in node["anyOf"]:
-                if not isinstance(branch, dict) or set(branch) - {"type", "format"} - (
-                        _NOT_CHECKED - {"properties", "items", "anyOf", "required",
-                                        "additionalProperties"}):
-                    raise Unsupported("anyOf with nested schemas")
-                if "type" not in branch:
-                    return None
+                # only branches that are a bare type: anything else needs a real validator
+                if not isinstance(branch, dict) or set(branch) - _ANNOTATIONS != {"type"}:
+                    raise Unsupported("anyOf branch with more than a type")
                 declared = branch["type"]
                 types += [declared] if isinstance(declared, str) else list(declared)
             return tuple(dict.fromkeys(types))
@@ -163,6 +166,8 @@ class CheckWriter:
         lines += self.bounds(node, var, path, pad)
         properties = node.get("properties") or {}
         required = node.get("required") or []
+        if not isinstance(properties, dict) or not isinstance(required, list):
+            raise Unsupported("properties or required of an unexpected shape")
         if properties or required:
             obj = self.name("o")
             body = self.object_checks(properties, required, obj, path + ".", indent + 1)

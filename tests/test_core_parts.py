@@ -49,13 +49,17 @@ def test_column_names_are_safe_and_unique() -> None:
     ("2024-03-01T00:20:30+02:00", "2024-02-29 22:20:30"),
     ("2024-03-01 10:20:30", "2024-03-01 10:20:30"),
     ("2024-03-01", "2024-03-01 00:00:00"),
+    ("2024-01-01T10:00+00:00", "2024-01-01 10:00:00"),  # no seconds
+    ("2024-01-01T100000.5Z", "2024-01-01 10:00:00"),  # ISO basic time
+    ("2024-W01-1T10:00:00", "2024-01-01 10:00:00"),  # ISO week date
     (None, None),
 ])
 def test_datetimes_become_utc_text(value: str | None, expected: str | None) -> None:
     assert conversions.utc_datetime_text(value) == expected
 
 
-@pytest.mark.parametrize("value", ["2024-13-01T00:00:00Z", "yesterday", 1700000000, ""])
+@pytest.mark.parametrize("value", ["2024-13-01T00:00:00Z", "yesterday", 1700000000, "",
+                                   "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
 def test_bad_datetimes_are_refused(value: object) -> None:
     with pytest.raises(ValueError):
         conversions.utc_datetime_text(value)

@@ -96,6 +96,34 @@ def test_keywords_beyond_the_generated_checks_fall_back(keyword: dict) -> None:
     assert not validates
 
 
+def _nested(depth: int) -> dict:
+    node: dict = {"type": "object", "properties": {}}
+    root = node
+    for _ in range(depth):
+        child: dict = {"type": "object", "properties": {}}
+        node["properties"]["x"] = child
+        node = child
+    return root
+
+
+@pytest.mark.parametrize("schema", [
+    {"properties": {"id": {"type": "integer"}}, "additionalProperties": False},
+    {"properties": {"id": {"type": "integer"}}, "allOf": [{"required": ["b"]}]},
+    {"properties": {"id": {"type": "integer"}}, "minProperties": 2},
+    {"type": "array", "properties": {"id": {}}},
+    {"properties": {"id": {"anyOf": [{"type": "string", "maxLength": 3}, {"type": "null"}]}}},
+    {"properties": {"id": {"type": "string", "anyOf": [{"type": "string"}, {"type": "integer"}]}}},
+    {"properties": {"id": {"anyOf": [{"type": "number"}, {}]}}},
+    {"properties": {"id": {"type": "string"}}, "required": "id"},
+    _nested(60),  # deeper than Python's compiler nests blocks
+])
+def test_record_level_and_unusual_schemas_fall_back(schema: dict) -> None:
+    sources = list(schema.get("properties", {}))
+    encode, validates = compile_row_encoder(sources, [None] * len(sources), schema)
+    assert not validates
+    assert encode({"id": 1}).startswith(b"[")  # still encodes; fastjsonschema validates
+
+
 def test_messages_name_the_field_not_the_value() -> None:
     encode, _ = compile_row_encoder(list(SCHEMA["properties"]),
                                     [None] * len(SCHEMA["properties"]), SCHEMA)
@@ -107,3 +135,7 @@ def test_messages_name_the_field_not_the_value() -> None:
         validator.validate({"e": "SECRET-VALUE"})
     assert "SECRET-VALUE" not in str(caught.value)
     assert "field 'e' must be one of" in str(caught.value)
+    spaced = RecordValidator({"type": "object", "properties": {"first name": {"type": "string"}}})
+    with pytest.raises(Exception) as caught:
+        spaced.validate({"first name": 5})
+    assert str(caught.value).endswith("field 'first name' must be string")
