@@ -36,6 +36,9 @@ class Checkpoint:
         self._pending: deque[tuple[int, Any]] = deque()  # (records before it, state)
         self._last_written: bytes | None = None
         self.written = 0
+        self.hold_until_end = False
+        """Write nothing before the end of input (set when a resumed run would undo the
+        rows an interrupted one loaded, e.g. a replace that starts with a truncate)."""
 
     def open(self, owner: Hashable, first_record: int) -> None:
         """A buffer starts filling, or a batch takes over a buffer's records."""
@@ -62,9 +65,11 @@ class Checkpoint:
             self._pending.append((self.seen, value))
             self._write_safe()
 
-    def flush(self) -> None:
-        """Write whatever has become safe (e.g. at the end of the input)."""
+    def flush(self, *, final: bool = False) -> None:
+        """Write whatever has become safe; `final` at the end of the input."""
         with self._lock:
+            if final:
+                self.hold_until_end = False
             self._write_safe()
 
     @property
@@ -74,6 +79,8 @@ class Checkpoint:
             return self._pending[-1][0] if self._pending else None
 
     def _write_safe(self) -> None:
+        if self.hold_until_end:
+            return
         watermark = min(self._open.values(), default=self.seen + 1) - 1
         newest = None
         while self._pending and self._pending[0][0] <= watermark:

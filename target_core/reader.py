@@ -41,10 +41,23 @@ def _with_line(exc: Exception, line_number: int) -> Exception:
     return exc
 
 
+class StopReading(Exception):
+    """Raised by a signal handler while the reader waits for its next line."""
+
+
 class SingerLineReader(GenericSingerReader[bytes]):
-    """Reads Singer messages as bytes and counts lines for error messages."""
+    """Reads Singer messages as bytes and counts lines for error messages.
+
+    `stop_requested` ends the loop after the current message, so a SIGTERM is handled on a
+    clean stack (the SDK drains from inside the signal handler, which can interrupt a
+    hand-over half way or wait on a lock the interrupted code holds). `waiting_for_input`
+    tells a handler when nothing is in progress, so it may raise `StopReading` and not
+    wait for a quiet tap's next line.
+    """
 
     line_number = 0
+    stop_requested = False
+    waiting_for_input = False
 
     @property
     def default_input(self) -> t.IO[bytes]:
@@ -70,31 +83,41 @@ class SingerLineReader(GenericSingerReader[bytes]):
         decode = _decode
         records = 0
         self.line_number = 0
+        self.waiting_for_input = True
         try:
             for line in file_input or self.default_input:
+                self.waiting_for_input = False
                 self.line_number += 1
                 try:
                     message = decode(line)
                     kind = message.get("type")
                 except (msgspec.DecodeError, AttributeError):
                     if not line.strip():
+                        self.waiting_for_input = True
                         continue  # a blank line carries nothing; taps sometimes end with one
                     message = self.deserialize_json(line)  # raises the explaining error
                     kind = message.get("type")
                 if kind == "RECORD":
                     records += 1
                     on_record(message)
-                    continue
-                callback = callbacks.get(kind)  # type: ignore[arg-type]
-                if callback is None:
-                    raise InvalidInputLine(
-                        "a Singer message needs a 'type' of SCHEMA, RECORD, STATE, "
-                        f"ACTIVATE_VERSION or BATCH, not {kind!r}"[:200]
-                    )
-                callback(message)
-                counts[kind] += 1
+                else:
+                    callback = callbacks.get(kind) if type(kind) is str else None
+                    if callback is None:
+                        raise InvalidInputLine(
+                            "a Singer message needs a 'type' of SCHEMA, RECORD, STATE, "
+                            f"ACTIVATE_VERSION or BATCH, not {kind!r}"[:200]
+                        )
+                    callback(message)
+                    counts[kind] += 1
+                if self.stop_requested:
+                    break
+                self.waiting_for_input = True
+        except StopReading:
+            pass
         except _INPUT_ERRORS as exc:
             raise _with_line(exc, self.line_number) from exc.__cause__
+        finally:
+            self.waiting_for_input = False
         counts["RECORD"] = records
         return counts
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+from types import FrameType
 from typing import Any
 
 from singer_sdk import Target
@@ -40,7 +41,7 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_core.checkpoint import Checkpoint
 from target_core.errors import ConfigError, InputError, TargetError
-from target_core.reader import SingerLineReader, describe_missing_schema
+from target_core.reader import SingerLineReader, StopReading, describe_missing_schema
 from target_core.redaction import REDACTOR, install_log_redaction
 from target_core.sink import CoreSink
 from target_core.uploads import Uploader
@@ -89,13 +90,19 @@ class CoreTarget(Target):
     # -- messages ----------------------------------------------------------------------
 
     def _process_schema_message(self, message_dict: dict) -> None:
-        stream = message_dict.get("stream")
-        old = self._sinks_active.get(stream) if isinstance(stream, str) else None
-        if old is not None and old.current_size and (
-            message_dict.get("schema") != old.original_schema
-            or message_dict.get("key_properties") != old.key_properties
-        ):
-            self.drain_one(old)  # old-schema rows go out before the new sink exists
+        stream, schema = message_dict.get("stream"), message_dict.get("schema")
+        if not isinstance(stream, str) or not isinstance(schema, dict) or not isinstance(
+                schema.get("properties"), dict):
+            raise InvalidInputLine("a SCHEMA message needs a 'stream' name and a 'schema' "
+                                   "object with 'properties'")
+        maps = self.mapper.stream_maps.get(stream)
+        if maps and (maps[0].raw_schema != schema
+                     or maps[0].raw_key_properties != message_dict.get("key_properties")):
+            # The SDK will replace the sinks: their rows go out before the new sinks exist.
+            for stream_map in maps:
+                old = self._sinks_active.get(stream_map.stream_alias)
+                if old is not None:
+                    self.drain_one(old)
         super()._process_schema_message(message_dict)
         self._lean.clear()
 
@@ -125,8 +132,10 @@ class CoreTarget(Target):
                 raise describe_missing_schema(stream) from None
             sink = self._lean[stream] = self._lean_sink(stream)
         record = message_dict.get("record")
-        if sink is None or type(record) is not dict:
-            super()._process_record_message(message_dict)  # maps, flattening, odd records
+        if type(record) is not dict:
+            raise InvalidInputLine(f"RECORD for stream '{stream}': 'record' must be a JSON object")
+        if sink is None:
+            super()._process_record_message(message_dict)  # stream maps, flattening
         elif sink.add(record):
             self._drain_full(sink)
         if checkpoint.seen % _AGE_CHECK_EVERY == 0:
@@ -149,6 +158,19 @@ class CoreTarget(Target):
             raise InputError("STATE message has no 'value'")
         self._latest_state = message_dict["value"]
         self.checkpoint.state(message_dict["value"])
+        self._handle_max_record_age()  # a slow tap still gets its periodic drain
+
+    def _process_activate_version_message(self, message_dict: dict) -> None:
+        stream = message_dict.get("stream")
+        if not isinstance(stream, str) or stream not in self.mapper.stream_maps:
+            raise InputError(f"ACTIVATE_VERSION for stream {stream!r} arrived before its SCHEMA")
+        if not isinstance(message_dict.get("version"), int):
+            raise InputError(f"ACTIVATE_VERSION for stream '{stream}' has no integer 'version'")
+        for stream_map in self.mapper.stream_maps[stream]:  # buffered rows first (sdk#2576)
+            sink = self._sinks_active.get(stream_map.stream_alias)
+            if sink is not None:
+                self.drain_one(sink)
+        super()._process_activate_version_message(message_dict)
 
     def _process_batch_message(self, message_dict: dict) -> None:
         raise InputError(
@@ -172,11 +194,29 @@ class CoreTarget(Target):
                 sink.clean_up()
             self.uploader.close()
         self._sinks_to_clear = []
-        self.checkpoint.flush()
+        self.checkpoint.flush(final=is_endofpipe)
         self._reset_max_record_age()
 
     def finish_streams(self) -> None:
         """End of input, everything acknowledged: per-stream finishing calls (platform)."""
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM / SIGINT: stop reading, then drain and finish as at the end of input.
+
+        The SDK drains inside the handler, which can interrupt a batch hand-over half way
+        (losing it) or wait forever on a lock the interrupted code holds. Here the handler
+        only asks the reader to stop; the drain runs on a clean stack, and its errors end
+        the run with a one-line error and exit 1 like any other.
+        """
+        reader = self.message_reader
+        if getattr(reader, "stop_requested", True):
+            self.logger.error("Signal %d again: exiting without sending buffered rows", signum)
+            sys.exit(1)
+        self.logger.warning("Signal %d: stopping after the current message; buffered rows "
+                            "are sent and acknowledged before exit", signum)
+        reader.stop_requested = True  # type: ignore[attr-defined]
+        if getattr(reader, "waiting_for_input", False):
+            raise StopReading
 
     # -- command line ------------------------------------------------------------------
 

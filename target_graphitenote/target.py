@@ -90,6 +90,9 @@ class TargetGraphiteNote(CoreTarget):
             raise ConfigError("compression_level must be between 1 and 9")
         if self.config["rate_limit_per_minute"] < 0 or self.config["max_retries"] < 0:
             raise ConfigError("rate_limit_per_minute and max_retries cannot be negative")
+        # A replace starts with a truncate: a run resumed from a mid-run STATE would wipe
+        # what the interrupted run loaded and never get it again. STATE waits for the end.
+        self.checkpoint.hold_until_end = self.config["load_method"] == "overwrite"
 
     @property
     def client(self) -> GraphiteNoteClient:
@@ -116,25 +119,33 @@ class TargetGraphiteNote(CoreTarget):
             return self._loads[stream]
         code = (self.config.get("dataset_map") or {}).get(stream)
         if code is None and self.config.get("dataset_code"):
-            taken = [s for s, load in self._loads.items()
-                     if load.dataset_code == self.config["dataset_code"]]
-            if taken:
-                raise ConfigError(
-                    f"dataset_code is for one stream, but streams '{taken[0]}' and '{stream}' "
-                    "both arrived: map each stream with dataset_map"
-                )
             code = self.config["dataset_code"]
+            if self._stream_loading_into(code):
+                raise ConfigError(
+                    f"dataset_code is for one stream, but streams "
+                    f"'{self._stream_loading_into(code)}' and '{stream}' both arrived: map "
+                    "each stream with dataset_map"
+                )
+        replace = self.config["load_method"] == "overwrite"
+        if code is not None and replace and self._stream_loading_into(code):
+            raise ConfigError(
+                f"streams '{self._stream_loading_into(code)}' and '{stream}' are both mapped to "
+                f"dataset '{code}': with load_method overwrite each would replace the other's "
+                "rows; map them to different datasets"
+            )
         if code is None and not self.config["create_missing_datasets"]:
             raise ConfigError(
                 f"no dataset for stream '{stream}': set dataset_code (one stream), "
                 f'dataset_map ({{"{stream}": "<dataset code>"}}) or create_missing_datasets'
             )
-        replace = self.config["load_method"] == "overwrite"
         load = self._loads[stream] = DatasetLoad(stream, code, replace)
         self.logger.info("Stream '%s' -> %s dataset %s (%s)", stream, PLATFORM,
                          f"'{code}'" if code else "to be created with its first batch",
                          "overwrite" if replace else "append")
         return load
+
+    def _stream_loading_into(self, code: str) -> str | None:
+        return next((s for s, load in self._loads.items() if load.dataset_code == code), None)
 
     def create_dataset(self, load: DatasetLoad, columns: list[dict[str, Any]]) -> None:
         """Create the stream's dataset (uploader thread, first batch: no empty datasets)."""
@@ -145,11 +156,14 @@ class TargetGraphiteNote(CoreTarget):
                          PLATFORM, name, load.dataset_code, load.stream)
 
     def finish_streams(self) -> None:
+        """dataset-complete for every dataset of the run, with new rows or not: if an earlier
+        run died between its last STATE and its complete, this run finishes the dataset."""
         for load in self._loads.values():
+            if load.dataset_code is None:
+                continue  # no records, so it was never created
             if load.fills == 0:
-                self.logger.info("Stream '%s': no records, dataset '%s' left as it was",
-                                 load.stream, load.dataset_code)
-                continue
+                self.logger.info("Stream '%s': no new records for dataset '%s'", load.stream,
+                                 load.dataset_code)
             total = self.client.complete(load.dataset_code)
             self.logger.info("Stream '%s': %d rows in %d fills to dataset '%s'; dataset-complete "
                              "done%s", load.stream, load.rows, load.fills, load.dataset_code,

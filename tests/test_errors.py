@@ -118,3 +118,31 @@ def test_token_never_appears_even_with_debug_logging(tmp_path: Path, gn_config: 
     assert run.returncode == 0, run.stderr
     assert "DEBUG" in run.stderr  # debug logging really was on
     assert gn_config["api_token"] not in run.stderr + run.stdout
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    ({"type": ["RECORD"]}, "line 2: a Singer message needs a 'type' of SCHEMA, RECORD"),
+    ({"type": "RECORD", "stream": "users", "record": [1]},
+     "line 2: RECORD for stream 'users': 'record' must be a JSON object"),
+    ({"type": "RECORD", "stream": "users", "record": None},
+     "line 2: RECORD for stream 'users': 'record' must be a JSON object"),
+    ({"type": "ACTIVATE_VERSION", "stream": "nope", "version": 1},
+     "line 2: ACTIVATE_VERSION for stream 'nope' arrived before its SCHEMA"),
+    ({"type": "ACTIVATE_VERSION", "stream": "users"},
+     "line 2: ACTIVATE_VERSION for stream 'users' has no integer 'version'"),
+    ({"type": "SCHEMA", "stream": "x", "schema": {"properties": []}},
+     "line 2: a SCHEMA message needs a 'stream' name and a 'schema' object with 'properties'"),
+    ({"type": "STATE"}, "line 2: STATE message has no 'value'"),
+])
+def test_malformed_messages(tmp_path: Path, gn_config: dict, message: dict,
+                            expected: str) -> None:
+    run = run_target(tmp_path, gn_config, lines([schema("users", PROPS), message]))
+    assert error_line(run).startswith(expected)
+
+
+def test_overwrite_refuses_two_streams_in_one_dataset(tmp_path: Path, gn_config: dict) -> None:
+    gn_config.update(load_method="overwrite",
+                     dataset_map={"a": "sandbox-dataset", "b": "sandbox-dataset"})
+    run = run_target(tmp_path, gn_config, lines([schema("a", PROPS), schema("b", PROPS)]))
+    assert error_line(run).startswith(
+        "streams 'a' and 'b' are both mapped to dataset 'sandbox-dataset'")

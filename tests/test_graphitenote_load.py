@@ -289,3 +289,25 @@ def test_bad_record_behind_a_stream_map_still_fails_clearly(tmp_path: Path,
     assert run.stderr.strip().splitlines()[-1] == (
         "target-graphitenote: error: line 2: stream 'people': field 'amount' must be number "
         "or null")
+
+
+def test_repeated_identical_schema_does_not_cut_batches(tmp_path: Path, sandbox: Sandbox,
+                                                        gn_config: dict) -> None:
+    """SDK taps re-send a child stream's SCHEMA often; with flattening it must not drain."""
+    gn_config.update(flattening_enabled=True, flattening_max_depth=1)
+    messages = []
+    for r in RECORDS * 5:
+        messages += [schema("people", PROPERTIES), record("people", r)]
+    run = run_target(tmp_path, gn_config, lines(messages))
+    assert run.returncode == 0, run.stderr
+    assert (sandbox.dataset()["fills"], sandbox.dataset()["row_count"]) == (1, 10)
+
+
+def test_dataset_complete_even_without_new_records(tmp_path: Path, sandbox: Sandbox,
+                                                   gn_config: dict) -> None:
+    """An earlier run may have died between its last STATE and its dataset-complete."""
+    run = run_target(tmp_path, gn_config, lines([schema("people", PROPERTIES),
+                                                 state({"done": True})]))
+    assert run.returncode == 0, run.stderr
+    assert (sandbox.dataset()["fills"], sandbox.dataset()["completes"]) == (0, 1)
+    assert states_of(run.stdout) == [{"done": True}]

@@ -8,9 +8,11 @@ have written a STATE ahead of its data), not at a random time.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -74,3 +76,73 @@ def test_killed_run_resumes_without_loss(tmp_path: Path, sandbox: Sandbox, gn_co
     assert set(ids) == set(range(1, TOTAL + 1)), "records were lost"
     doubled = {i for i, n in Counter(ids).items() if n > 1}
     assert all(i > last for i in doubled), "only rows after the last STATE may be sent twice"
+
+
+def test_sigterm_while_waiting_on_the_platform_loses_no_batch(
+        tmp_path: Path, sandbox: Sandbox, gn_config: dict) -> None:
+    """The reader is blocked handing a batch over when SIGTERM comes: that batch must land."""
+    sandbox.fault(path="/graphitenote/api/dataset-fill", delay=0.7, times=1000)
+    gn_config["batch_size_rows"] = 10
+    proc = subprocess.Popen([*TARGET_CMD, "--config", str(write_config(tmp_path, gn_config))],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=target_env())
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(lines(counter_stream(1, 200, state_every=7)))
+    proc.stdin.close()
+    proc.stdin = None  # closed: communicate() must not flush it
+    proc.stdout.readline()  # the first STATE: uploads are under way and the queue is full
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    read = int(re.search(rb"(\d+) records", err).group(1))  # type: ignore[union-attr]
+    ids = [r["id"] for r in sandbox.rows()]
+    assert ids == list(range(1, read + 1)), "every record the target read has landed"
+    assert read < 200, "the signal came too late to test anything"
+    last = json.loads(out.splitlines()[-1])["bookmarks"]["items"]["last_id"]
+    assert read - 7 < last <= read
+    assert sandbox.dataset()["completes"] == 1
+
+
+def test_sigterm_while_the_tap_is_quiet_stops_at_once(tmp_path: Path, sandbox: Sandbox,
+                                                      gn_config: dict) -> None:
+    proc = subprocess.Popen([*TARGET_CMD, "--config", str(write_config(tmp_path, gn_config))],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=target_env())
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(lines(counter_stream(1, 25, state_every=10)))
+    proc.stdin.flush()  # and then nothing more, with stdin left open
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert [r["id"] for r in sandbox.rows()] == list(range(1, 26))
+    assert json.loads(out.splitlines()[-1]) == {"bookmarks": {"items": {"last_id": 25}}}
+
+
+def test_sigterm_with_a_failing_upload_exits_non_zero(tmp_path: Path, sandbox: Sandbox,
+                                                      gn_config: dict) -> None:
+    sandbox.fault(path="/graphitenote/api/dataset-fill", status=400, delay=1.0, times=100)
+    gn_config["batch_size_rows"] = 10
+    proc = subprocess.Popen([*TARGET_CMD, "--config", str(write_config(tmp_path, gn_config))],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=target_env())
+    assert proc.stdin
+    proc.stdin.write(lines(counter_stream(1, 30, state_every=7)))
+    proc.stdin.flush()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert out == b""
+    assert err.decode().strip().splitlines()[-1].startswith(
+        "target-graphitenote: error: Graphite Note rejected dataset-fill as malformed (HTTP 400)")
+
+
+def test_overwrite_writes_state_only_at_the_end(tmp_path: Path, sandbox: Sandbox,
+                                                gn_config: dict) -> None:
+    """A resumed replace would truncate what the interrupted run loaded: no mid-run STATE."""
+    gn_config.update(load_method="overwrite", batch_size_rows=10)
+    run = run_target(tmp_path, gn_config, lines(counter_stream(1, 35, state_every=7)))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ['{"bookmarks":{"items":{"last_id":35}}}']
+    assert sandbox.dataset()["fills"] == 4
