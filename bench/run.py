@@ -84,8 +84,8 @@ def ensure_peer(peer_dir: Path) -> Path | None:
     return exe
 
 
-def timed(cmd: list[str], stream: Path, workdir: Path) -> tuple[float, float, int, str]:
-    """(wall s, peak RSS MB, exit code, last stdout line) of one run."""
+def timed(cmd: list[str], stream: Path, workdir: Path) -> tuple[float, float, int, list[str]]:
+    """(wall s, peak RSS MB, exit code, stdout lines) of one run."""
     timing = workdir / "time.txt"
     out = workdir / "stdout"
     full = [TIME, "-q", "-f", "%x %M", "-o", str(timing), *cmd] if TIME else cmd
@@ -99,7 +99,7 @@ def timed(cmd: list[str], stream: Path, workdir: Path) -> tuple[float, float, in
         exit_code, max_kb = timing.read_text().split()[-2:]
         code, rss = int(exit_code), int(max_kb) / 1024
     lines = out.read_text(errors="replace").strip().splitlines()
-    return wall, rss, code, lines[-1] if lines else ""
+    return wall, rss, code, lines
 
 
 def main() -> int:
@@ -120,7 +120,7 @@ def main() -> int:
     sandbox = Sandbox(Path(tempfile.mkdtemp(prefix="sandbox-", dir=args.cache)))
     config = {"api_token": "gn-sandbox-token", "user_code": "gn-sandbox-user",
               "api_url": sandbox.url + "/graphitenote/api", "dataset_code": "sandbox-dataset",
-              "load_method": "overwrite", "rate_limit_per_minute": 0}
+              "rate_limit_per_minute": 0}  # append-only: STATE after every fill
     rows = []
     try:
         for records in args.records:
@@ -142,16 +142,16 @@ def main() -> int:
                         config_path.write_text(json.dumps(cfg).replace("{workdir}", str(workdir)))
                     if label == "target-graphitenote":
                         sandbox.control("POST", "reset")
-                    wall, rss, code, last = timed(
+                    wall, rss, code, out = timed(
                         [c.replace("{config}", str(config_path)) for c in cmd], stream, workdir)
-                    ok = code == 0
+                    ok, states = code == 0, len(out)
                     if cfg is not None:
-                        ok = ok and json.loads(last or "null") == expected
+                        ok = ok and json.loads(out[-1] if out else "null") == expected
                     if label == "target-graphitenote":
                         ok = ok and sandbox.row_count() == records
                     row = {"label": label, "records": records, "round": round_no,
                            "wall_s": round(wall, 3), "rec_per_s": round(records / wall),
-                           "peak_rss_mb": round(rss, 1), "ok": ok}
+                           "peak_rss_mb": round(rss, 1), "states_out": states, "ok": ok}
                     print(json.dumps(row), file=sys.stderr)
                     rows.append(row)
                     with args.results.open("a") as f:
@@ -170,8 +170,8 @@ def report(rows: list[dict]) -> str:
     median = {key: statistics.median(r["rec_per_s"] for r in runs)
               for key, runs in groups.items()}
     lines = ["| records | subject | runs | records/s (median) | peak RSS MB | "
-             "x target-csv | / raw-orjson | all correct |",
-             "|---:|---|---:|---:|---:|---:|---:|---|"]
+             "x target-csv | / raw-orjson | STATE lines out | all correct |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for (records, label), runs in sorted(groups.items()):
         csv, raw = median.get((records, "target-csv")), median.get((records, "raw-orjson"))
         rate = median[(records, label)]
@@ -179,6 +179,7 @@ def report(rows: list[dict]) -> str:
             f"| {records:,} | {label} | {len(runs)} | {rate:,.0f} | "
             f"{statistics.median(r['peak_rss_mb'] for r in runs):,.0f} | "
             f"{f'{rate / csv:.1f}' if csv else '-'} | {f'{rate / raw:.2f}' if raw else '-'} | "
+            f"{runs[-1]['states_out'] if label != 'raw-orjson' else '-'} | "
             f"{'yes' if all(r['ok'] for r in runs) else 'NO'} |")
     return "\n".join(lines)
 
