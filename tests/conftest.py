@@ -8,6 +8,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,29 @@ def sandbox_url(tmp_path: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def spawn_target(
+    tmp_path: Path, config: dict[str, Any], stdin: bytes | None = None,
+    stderr: int = subprocess.DEVNULL,
+) -> subprocess.Popen[bytes]:
+    """The real command line as a running process. With `stdin` bytes, a thread writes them
+    and closes the pipe (the target may be killed meanwhile); without, the pipe stays open."""
+    proc = subprocess.Popen([*TARGET_CMD, "--config", str(write_config(tmp_path, config))],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                            env=target_env())
+    if stdin is not None:
+        pipe, proc.stdin = proc.stdin, None  # the feeder owns it: communicate() leaves it be
+
+        def feed() -> None:
+            try:
+                pipe.write(stdin)  # type: ignore[union-attr]
+                pipe.close()  # type: ignore[union-attr]
+            except (BrokenPipeError, ValueError):
+                pass  # the target was stopped: what the calling test does
+
+        threading.Thread(target=feed, daemon=True).start()
+    return proc
 
 
 def states_of(stdout: str) -> list[Any]:

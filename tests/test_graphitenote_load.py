@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 from conftest import (
-    TARGET_CMD,
     Sandbox,
     counter_stream,
     lines,
     record,
     run_target,
     schema,
+    spawn_target,
     state,
     states_of,
-    target_env,
-    write_config,
 )
 
 PROPERTIES = {
@@ -191,12 +188,8 @@ def test_state_follows_each_acknowledged_fill_and_is_never_ahead(
     """STATE every 7 records, batches of 20: each fill releases the newest STATE it covers."""
     sandbox.fault(path="/graphitenote/api/dataset-fill", delay=0.2, times=10)
     gn_config["batch_size_rows"] = 20
-    proc = subprocess.Popen([*TARGET_CMD, "--config", str(write_config(tmp_path, gn_config))],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=target_env())
-    assert proc.stdin and proc.stdout
-    proc.stdin.write(lines(counter_stream(1, 95, state_every=7)))
-    proc.stdin.close()
+    proc = spawn_target(tmp_path, gn_config, lines(counter_stream(1, 95, state_every=7)))
+    assert proc.stdout
     seen = []
     for line in proc.stdout:
         bookmark = json.loads(line)["bookmarks"]["items"]["last_id"]

@@ -11,39 +11,20 @@ import json
 import re
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import (
-    TARGET_CMD,
     Sandbox,
     counter_stream,
     lines,
     run_target,
-    target_env,
-    write_config,
+    spawn_target,
 )
 
 TOTAL = 3000
-
-
-def start_target(tmp_path: Path, config: dict, stdin: bytes) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([*TARGET_CMD, "--config", str(write_config(tmp_path, config))],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=target_env())
-
-    def feed() -> None:
-        try:
-            proc.stdin.write(stdin)  # type: ignore[union-attr]
-            proc.stdin.close()  # type: ignore[union-attr]
-        except (BrokenPipeError, ValueError):
-            pass  # the target was killed: exactly what the test does
-
-    threading.Thread(target=feed, daemon=True).start()
-    return proc
 
 
 def bookmark(line: bytes) -> int:
@@ -55,7 +36,7 @@ def test_killed_run_resumes_without_loss(tmp_path: Path, sandbox: Sandbox, gn_co
                                          stop: signal.Signals) -> None:
     sandbox.fault(path="/graphitenote/api/dataset-fill", delay=0.05, times=1000)
     gn_config["batch_size_rows"] = 50
-    proc = start_target(tmp_path, gn_config, lines(counter_stream(1, TOTAL, state_every=37)))
+    proc = spawn_target(tmp_path, gn_config, lines(counter_stream(1, TOTAL, state_every=37)))
     assert proc.stdout is not None
     for _ in range(3):  # the third STATE line: the run is well under way
         line = proc.stdout.readline()
@@ -83,13 +64,9 @@ def test_sigterm_while_waiting_on_the_platform_loses_no_batch(
     """The reader is blocked handing a batch over when SIGTERM comes: that batch must land."""
     sandbox.fault(path="/graphitenote/api/dataset-fill", delay=0.7, times=1000)
     gn_config["batch_size_rows"] = 10
-    proc = subprocess.Popen([*TARGET_CMD, "--config", str(write_config(tmp_path, gn_config))],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=target_env())
-    assert proc.stdin and proc.stdout
-    proc.stdin.write(lines(counter_stream(1, 200, state_every=7)))
-    proc.stdin.close()
-    proc.stdin = None  # closed: communicate() must not flush it
+    proc = spawn_target(tmp_path, gn_config, lines(counter_stream(1, 200, state_every=7)),
+                        stderr=subprocess.PIPE)
+    assert proc.stdout
     proc.stdout.readline()  # the first STATE: uploads are under way and the queue is full
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
@@ -105,10 +82,8 @@ def test_sigterm_while_waiting_on_the_platform_loses_no_batch(
 
 def test_sigterm_while_the_tap_is_quiet_stops_at_once(tmp_path: Path, sandbox: Sandbox,
                                                       gn_config: dict) -> None:
-    proc = subprocess.Popen([*TARGET_CMD, "--config", str(write_config(tmp_path, gn_config))],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=target_env())
-    assert proc.stdin and proc.stdout
+    proc = spawn_target(tmp_path, gn_config)
+    assert proc.stdin
     proc.stdin.write(lines(counter_stream(1, 25, state_every=10)))
     proc.stdin.flush()  # and then nothing more, with stdin left open
     time.sleep(1.0)
@@ -123,12 +98,8 @@ def test_sigterm_with_a_failing_upload_exits_non_zero(tmp_path: Path, sandbox: S
                                                       gn_config: dict) -> None:
     sandbox.fault(path="/graphitenote/api/dataset-fill", status=400, delay=1.0, times=100)
     gn_config["batch_size_rows"] = 10
-    proc = subprocess.Popen([*TARGET_CMD, "--config", str(write_config(tmp_path, gn_config))],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=target_env())
-    assert proc.stdin
-    proc.stdin.write(lines(counter_stream(1, 30, state_every=7)))
-    proc.stdin.flush()
+    proc = spawn_target(tmp_path, gn_config, lines(counter_stream(1, 30, state_every=7)),
+                        stderr=subprocess.PIPE)
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
