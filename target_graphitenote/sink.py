@@ -138,8 +138,11 @@ class GraphiteNoteSink(CoreSink):
             for part in (rows[:half], rows[half:]):
                 self.send_batch(part, self.prepare_batch(part))
             return
+        if count is not None and count < len(rows):
+            # Whether rows-count counts this call or the whole dataset, fewer than sent
+            # means rows were dropped: acknowledging the batch would move STATE past them.
+            raise ApiError(f"stream '{self.stream_name}': Graphite Note acknowledged only "
+                           f"{count} of {len(rows)} rows sent to dataset "
+                           f"'{load.dataset_code}'; stopping before any later STATE", 200)
         load.fills += 1
         load.rows += len(rows)
-        if count is not None and count != len(rows):
-            self.logger.warning("Stream '%s': sent %d rows but Graphite Note reported "
-                                "rows-count %d", self.stream_name, len(rows), count)

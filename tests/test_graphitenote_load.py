@@ -304,3 +304,18 @@ def test_dataset_complete_even_without_new_records(tmp_path: Path, sandbox: Sand
     assert run.returncode == 0, run.stderr
     assert (sandbox.dataset()["fills"], sandbox.dataset()["completes"]) == (0, 1)
     assert states_of(run.stdout) == [{"done": True}]
+
+
+def test_a_fill_that_lands_fewer_rows_than_sent_stops_the_run(
+        tmp_path: Path, sandbox: Sandbox, gn_config: dict) -> None:
+    """A 200 claiming 3 rows for a batch of 10 must not release the STATE after it."""
+    fill = "/graphitenote/api/dataset-fill"
+    sandbox.fault(path=fill, status=200, body={"data": {"status": "success", "details": {
+        "dataset-code": "sandbox-dataset", "rows-count": 3}}}, times=1)
+    gn_config["batch_size_rows"] = 10
+    run = run_target(tmp_path, gn_config, lines(counter_stream(1, 25, state_every=5)))
+    assert run.returncode == 1
+    assert run.stdout == ""
+    assert run.stderr.strip().splitlines()[-1] == (
+        "target-graphitenote: error: stream 'items': Graphite Note acknowledged only 3 of 10 "
+        "rows sent to dataset 'sandbox-dataset'; stopping before any later STATE")

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-_KNOWN_KEYS = frozenset({"path", "status", "retry_after", "drop", "delay", "times"})
+_KNOWN_KEYS = frozenset({"path", "status", "retry_after", "drop", "delay", "times", "body"})
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,9 @@ class FaultRule:
     """One rule: ``path`` (exact; None = any API path) and what to do to ``times`` requests.
 
     ``delay`` is applied first (seconds), then ``drop`` (close the socket, no answer) or
-    ``status`` (answer that status, with ``Retry-After`` when ``retry_after`` is set).
+    ``status`` (answer that status, with ``Retry-After`` when ``retry_after`` is set, and
+    ``body`` instead of the emulator's error body when given: e.g. a 200 that claims fewer
+    rows than were sent). The emulator never sees a request a rule answers.
     """
 
     path: str | None = None
@@ -30,6 +32,7 @@ class FaultRule:
     drop: bool = False
     delay: float = 0.0
     times: int = 1
+    body: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> FaultRule:
@@ -57,9 +60,12 @@ class FaultRule:
             raise ValueError("a fault either drops the connection or answers a status, not both")
         if retry_after is not None and status is None:
             raise ValueError("fault retry_after needs a status")
+        body = data.get("body")
+        if body is not None and (not isinstance(body, dict) or status is None):
+            raise ValueError("fault body must be a JSON object, given with a status")
         if not drop and status is None and delay <= 0:
             raise ValueError("a fault needs one of status, drop or delay")
-        return cls(path, status, retry_after, drop, delay, times)
+        return cls(path, status, retry_after, drop, delay, times, body)
 
     def matches(self, path: str) -> bool:
         return self.path is None or self.path == path

@@ -172,11 +172,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Dropped
             if rule.status is not None:
                 message = f"sandbox fault injection: status {rule.status}"
-                return Reply(
-                    rule.status,
-                    emulator.error_body(rule.status, message),
-                    rule.retry_after_header(),
-                )
+                body = rule.body if rule.body is not None else emulator.error_body(
+                    rule.status, message)
+                return Reply(rule.status, body, rule.retry_after_header())
 
         credential = hashlib.sha256((self.headers.get("Authorization") or "").encode()).hexdigest()
         wait = app.limiter.admit(f"{emulator.name}:{credential}", limits.rate_limit_per_minute)
