@@ -62,6 +62,8 @@ class Checkpoint:
         if not value:
             return
         with self._lock:
+            if self._pending and self._pending[-1][0] == self.seen:
+                self._pending.pop()  # no record between them: only the newer one matters
             self._pending.append((self.seen, value))
             self._write_safe()
 
