@@ -35,7 +35,6 @@ class Checkpoint:
         self._open: dict[Hashable, int] = {}  # buffer or batch -> first record number in it
         self._pending: deque[tuple[int, Any]] = deque()  # (records before it, state)
         self._last_written: bytes | None = None
-        self.written = 0
         self.hold_until_end = False
         """Write nothing before the end of input (set when a resumed run would undo the
         rows an interrupted one loaded, e.g. a replace that starts with a truncate)."""
@@ -96,4 +95,3 @@ class Checkpoint:
         out.write(line.decode() + "\n")
         out.flush()
         self._last_written = line
-        self.written += 1
