@@ -9,7 +9,7 @@ written. Nothing is written before the first STATE arrives, an unchanged STATE i
 written twice, and floats or Decimals in a tap's state are encoded safely (the SDK's own
 writer crashes on them, meltano/sdk#3787).
 
-Acknowledgements come from the uploader thread and buffers change on the main thread, so
+Acknowledgements come from the sender thread and buffers change on the main thread, so
 all bookkeeping happens under one lock; STATE lines are written under it too.
 """
 

@@ -2,7 +2,8 @@
 
 A platform sink says three things: how a property name becomes a column name
 (`sanitise_name`), how a neutral column type becomes values (`converter_for`), and how a
-batch of encoded rows reaches the platform (`send_batch`, run on the uploader thread).
+batch of encoded rows reaches the platform (`prepare_batch` on the packer thread, e.g.
+compression, then `send_batch` on the sender thread).
 Everything else is here: validation with the compiled validator, one generated row
 encoder per schema, size limits in rows and bytes, and the hand-over that tells the
 checkpoint which records travel in which batch.

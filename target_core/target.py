@@ -8,12 +8,13 @@ What it changes in singer-sdk 0.54 (see docs/architecture.md for the measurement
   metadata) that validates, checks key properties and encodes the row without the SDK's
   per-record bookkeeping; every other case takes the SDK's own path. Both end in
   `CoreSink.process_record`.
-- Uploads: a full sink is handed to the `Uploader` thread; when a STATE is waiting on
-  records buffered in other streams, those are sent too, so checkpoints keep moving even
-  when streams interleave.
+- Uploads: a full sink is handed to the `Uploader` (packer and sender threads); when a
+  STATE is waiting on records buffered in other streams, those are sent too, so
+  checkpoints keep moving even when streams interleave.
 - Schema changes: buffered rows of the old schema are handed over before the new sink is
   set up, so they land first (meltano/sdk#3237).
-- Errors: one line on stderr, exit 1, no traceback, no secret (`main`).
+- Signals: SIGTERM / SIGINT stop the reader; the drain runs on a clean stack.
+- Errors: one line on stderr, exit 1, no traceback, no secret (`invoke`).
 
 Private SDK API is used (`_process_record_message`, `_sinks_active`, `_batch_records_read`,
 ...): singer-sdk is pinned to ~=0.54.9 and the test suite runs the standard SDK tests.
@@ -64,7 +65,7 @@ class CoreTarget(Target):
     """Checkpointed, fast, quiet-on-secrets base for the project's targets."""
 
     message_reader_class = SingerLineReader
-    max_parallelism = 1  # one uploader thread does the parallel part
+    max_parallelism = 1  # the Uploader's threads do the parallel part, in order
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.checkpoint = Checkpoint()

@@ -107,7 +107,7 @@ class GraphiteNoteSink(CoreSink):
             return None
         return _BY_SUBTYPE[subtype]
 
-    # -- upload (uploader thread) ------------------------------------------------------
+    # -- upload (packer and sender threads) --------------------------------------------
 
     def prepare_batch(self, rows: list[bytes]) -> str:
         """The `insert-data` string: JSON rows, gzip + base64 when compressed."""

@@ -148,7 +148,7 @@ class TargetGraphiteNote(CoreTarget):
         return next((s for s, load in self._loads.items() if load.dataset_code == code), None)
 
     def create_dataset(self, load: DatasetLoad, columns: list[dict[str, Any]]) -> None:
-        """Create the stream's dataset (uploader thread, first batch: no empty datasets)."""
+        """Create the stream's dataset (sender thread, first batch: no empty datasets)."""
         name = f"{self.config['dataset_name_prefix']}{load.stream}"
         load.dataset_code = self.client.create_dataset(name, columns)
         self.logger.info("Created %s dataset '%s' with code '%s' for stream '%s'; add it to "
