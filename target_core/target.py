@@ -99,11 +99,7 @@ class CoreTarget(Target):
         maps = self.mapper.stream_maps.get(stream)
         if maps and (maps[0].raw_schema != schema
                      or maps[0].raw_key_properties != message_dict.get("key_properties")):
-            # The SDK will replace the sinks: their rows go out before the new sinks exist.
-            for stream_map in maps:
-                old = self._sinks_active.get(stream_map.stream_alias)
-                if old is not None:
-                    self.drain_one(old)
+            self._drain_stream(stream)  # the SDK replaces the sinks: old rows go out first
         super()._process_schema_message(message_dict)
         self._lean.clear()
 
@@ -142,6 +138,13 @@ class CoreTarget(Target):
         if checkpoint.seen % _AGE_CHECK_EVERY == 0:
             self._handle_max_record_age()
 
+    def _drain_stream(self, stream: str) -> None:
+        """Hand over the buffered rows of every sink the stream's maps feed."""
+        for stream_map in self.mapper.stream_maps.get(stream, ()):
+            sink = self._sinks_active.get(stream_map.stream_alias)
+            if sink is not None:
+                self.drain_one(sink)
+
     def _drain_full(self, sink: CoreSink) -> None:
         self.logger.debug("Stream '%s' batch is full (%d rows): handing it to the uploader",
                           sink.stream_name, sink.current_size)
@@ -167,10 +170,7 @@ class CoreTarget(Target):
             raise InputError(f"ACTIVATE_VERSION for stream {stream!r} arrived before its SCHEMA")
         if not isinstance(message_dict.get("version"), int):
             raise InputError(f"ACTIVATE_VERSION for stream '{stream}' has no integer 'version'")
-        for stream_map in self.mapper.stream_maps[stream]:  # buffered rows first (sdk#2576)
-            sink = self._sinks_active.get(stream_map.stream_alias)
-            if sink is not None:
-                self.drain_one(sink)
+        self._drain_stream(stream)  # buffered rows before the version switch (sdk#2576)
         super()._process_activate_version_message(message_dict)
 
     def _process_batch_message(self, message_dict: dict) -> None:

@@ -120,16 +120,15 @@ class TargetGraphiteNote(CoreTarget):
         code = (self.config.get("dataset_map") or {}).get(stream)
         if code is None and self.config.get("dataset_code"):
             code = self.config["dataset_code"]
-            if self._stream_loading_into(code):
+            if other := self._stream_loading_into(code):
                 raise ConfigError(
-                    f"dataset_code is for one stream, but streams "
-                    f"'{self._stream_loading_into(code)}' and '{stream}' both arrived: map "
-                    "each stream with dataset_map"
+                    f"dataset_code is for one stream, but streams '{other}' and '{stream}' "
+                    "both arrived: map each stream with dataset_map"
                 )
         replace = self.config["load_method"] == "overwrite"
-        if code is not None and replace and self._stream_loading_into(code):
+        if code is not None and replace and (other := self._stream_loading_into(code)):
             raise ConfigError(
-                f"streams '{self._stream_loading_into(code)}' and '{stream}' are both mapped to "
+                f"streams '{other}' and '{stream}' are both mapped to "
                 f"dataset '{code}': with load_method overwrite each would replace the other's "
                 "rows; map them to different datasets"
             )

@@ -195,5 +195,17 @@ def spawn_target(
     return proc
 
 
+ERROR_PREFIX = "target-graphitenote: error: "
+
+
+def error_line(run: subprocess.CompletedProcess[str]) -> str:
+    """The one error line of a failed run (exit 1, no traceback), without its prefix."""
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith(ERROR_PREFIX), run.stderr
+    return last[len(ERROR_PREFIX):]
+
+
 def states_of(stdout: str) -> list[Any]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]

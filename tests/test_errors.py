@@ -5,19 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Sandbox, counter_stream, lines, record, run_target, schema, state
+from conftest import (
+    Sandbox,
+    counter_stream,
+    error_line,
+    lines,
+    record,
+    run_target,
+    schema,
+    state,
+)
 
 PROPS = {"id": {"type": "integer"}, "email": {"type": "string"},
          "age": {"type": ["integer", "null"]}}
-PREFIX = "target-graphitenote: error: "
-
-
-def error_line(run) -> str:
-    assert run.returncode == 1, run.stderr
-    assert "Traceback" not in run.stderr
-    last = run.stderr.strip().splitlines()[-1]
-    assert last.startswith(PREFIX), run.stderr
-    return last[len(PREFIX):]
 
 
 @pytest.mark.parametrize(("change", "expected"), [
