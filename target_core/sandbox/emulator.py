@@ -7,12 +7,17 @@ platform without importing any of them (emulators are found through entry points
 
 from __future__ import annotations
 
+import hashlib
+import io
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
+import multipart
 import orjson
 
 
@@ -27,11 +32,43 @@ class ApiError(Exception):
 
 
 class Reply(NamedTuple):
-    """What an emulator answers: status, JSON body and extra headers (unpacks as a 3-tuple)."""
+    """What an emulator answers: status, body and extra headers (unpacks as a 3-tuple).
+
+    The body is sent as JSON, except `bytes` (sent as they are, with the Content-Type given
+    in `headers`, else application/octet-stream) and `None` (no body at all)."""
 
     status: int
     body: Any
     headers: Mapping[str, str] = {}
+
+    @classmethod
+    def empty(cls, status: int = 200, headers: Mapping[str, str] | None = None) -> Reply:
+        """No body (e.g. S3's answer to a PUT: 200 and an ETag header)."""
+        return cls(status, None, dict(headers or {}))
+
+    @classmethod
+    def xml(cls, status: int, text: str, headers: Mapping[str, str] | None = None) -> Reply:
+        return cls(status, text.encode(), {"Content-Type": "application/xml", **(headers or {})})
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """A file part of a multipart body, on disk until the request ends (keep it with
+    `Store.keep_file`)."""
+
+    field: str
+    file_name: str | None
+    content_type: str | None
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class Multipart:
+    """A parsed multipart/form-data body: plain fields, and file parts on disk."""
+
+    fields: Mapping[str, str]
+    files: Mapping[str, UploadedFile]
 
 
 @dataclass(frozen=True)
@@ -46,9 +83,78 @@ class Request:
     headers: Mapping[str, str]
     body: bytes
     query: Mapping[str, str] = field(default_factory=dict)
+    body_path: Path | None = None
+    """Set when the body was streamed to disk (file uploads); `body` is then empty."""
+    path_params: Mapping[str, str] = field(default_factory=dict)
+    """The `{name}` parts of the route that matched."""
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
+
+    def open_body(self) -> IO[bytes]:
+        """The body as a binary file, wherever it is kept."""
+        return self.body_path.open("rb") if self.body_path is not None else io.BytesIO(self.body)
+
+    def body_size(self) -> int:
+        return self.body_path.stat().st_size if self.body_path is not None else len(self.body)
+
+    def save_body(self, destination: Path) -> tuple[int, str]:
+        """Copy the body to a file; returns its size and MD5 hex digest (S3's ETag)."""
+        digest = hashlib.md5(usedforsecurity=False)
+        size = 0
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with self.open_body() as source, destination.open("wb") as out:
+            while chunk := source.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        return size, digest.hexdigest()
+
+    def multipart(self, spool_dir: Path) -> Multipart:
+        """Parse a multipart/form-data body, streaming file parts into `spool_dir`.
+
+        A body that is not multipart, or is malformed, is the client's fault (400)."""
+        content_type, options = multipart.parse_options_header(self.header("content-type") or "")
+        if content_type != "multipart/form-data" or not options.get("boundary"):
+            raise ApiError(400, "a multipart/form-data body with a boundary is expected")
+        fields: dict[str, str] = {}
+        files: dict[str, UploadedFile] = {}
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with self.open_body() as body:
+                parser = multipart.MultipartParser(body, options["boundary"],
+                                                   self.body_size(), strict=True)
+                for number, part in enumerate(parser):
+                    if part.filename is None:
+                        fields[part.name] = part.value
+                    else:
+                        path = spool_dir / f"part-{number}"
+                        part.save_as(str(path))
+                        files[part.name] = UploadedFile(part.name, part.filename,
+                                                        part.content_type, path, part.size)
+                    part.close()
+        except multipart.MultipartError as exc:
+            raise ApiError(400, f"malformed multipart body: {exc}") from None
+        return Multipart(fields, files)
+
+    def credential(self, sources: tuple[str, ...]) -> str:
+        """The first credential found in `sources` ("header:<name>", "query:<name>",
+        "json:<field>"), or "" (for rate limiting per credential)."""
+        for source in sources:
+            kind, _, name = source.partition(":")
+            value: Any = None
+            if kind == "header":
+                value = self.header(name)
+            elif kind == "query":
+                value = self.query.get(name)
+            elif kind == "json" and self.body[:1] == b"{":
+                try:
+                    value = orjson.loads(self.body).get(name)
+                except orjson.JSONDecodeError:
+                    value = None
+            if isinstance(value, str) and value:
+                return value
+        return ""
 
     def json(self) -> Any:
         """The body parsed as JSON; a body that is not JSON is the client's fault (400)."""
@@ -87,19 +193,44 @@ class Emulator(Protocol):
 Handler = Callable[[Request], Reply]
 
 
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _route_pattern(path: str) -> re.Pattern[str] | None:
+    """`/upload/{action}/{hash}` -> a regex with one named group per segment parameter."""
+    if not _PARAM.search(path):
+        return None
+    parts = _PARAM.split(path)
+    regex = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)"
+                    for i, part in enumerate(parts))
+    return re.compile(regex + r"\Z")
+
+
 class Routes:
-    """Maps sub-paths and methods to handlers, so every emulator answers 404 and 405 alike."""
+    """Maps sub-paths and methods to handlers, so every emulator answers 404 and 405 alike.
+
+    A path may hold `{name}` segments; the handler finds them in `request.path_params`.
+    Exact paths are tried first, then patterns in the order they were added."""
 
     def __init__(self) -> None:
         self._table: dict[str, dict[str, Handler]] = {}
+        self._patterns: list[tuple[re.Pattern[str], str]] = []
 
     def add(self, method: str, path: str, handler: Handler) -> None:
+        if path not in self._table and (pattern := _route_pattern(path)) is not None:
+            self._patterns.append((pattern, path))
         self._table.setdefault(path, {})[method.upper()] = handler
 
     def dispatch(self, request: Request) -> Reply:
         methods = self._table.get(request.path)
         if methods is None:
-            raise ApiError(404, f"no route {request.path}")
+            for pattern, path in self._patterns:
+                if matched := pattern.match(request.path):
+                    methods = self._table[path]
+                    request = replace(request, path_params=matched.groupdict())
+                    break
+            else:
+                raise ApiError(404, f"no route {request.path}")
         handler = methods.get(request.method.upper())
         if handler is None:
             allowed = ", ".join(sorted(methods))
@@ -149,8 +280,10 @@ __all__ = [
     "ApiError",
     "BusyKeys",
     "Emulator",
+    "Multipart",
     "Reply",
     "Request",
     "Routes",
+    "UploadedFile",
     "default_error_body",
 ]

@@ -7,18 +7,23 @@ saw the request, or a slow answer. Rules are consumed (``times``), first added f
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-_KNOWN_KEYS = frozenset({"path", "status", "retry_after", "drop", "delay", "times", "body"})
+_KNOWN_KEYS = frozenset({"path", "method", "status", "retry_after", "drop", "delay", "times",
+                         "body"})
+_PATTERN_CHARS = frozenset("*?[")
 
 
 @dataclass(frozen=True)
 class FaultRule:
-    """One rule: ``path`` (exact; None = any API path) and what to do to ``times`` requests.
+    """One rule: which requests (``path``: exact, or a glob pattern such as
+    ``/datatile/api/v2/upload/*``; None = any API path; ``method``: None = any) and what
+    to do to ``times`` of them.
 
     ``delay`` is applied first (seconds), then ``drop`` (close the socket, no answer) or
     ``status`` (answer that status, with ``Retry-After`` when ``retry_after`` is set, and
@@ -33,6 +38,7 @@ class FaultRule:
     delay: float = 0.0
     times: int = 1
     body: dict[str, Any] | None = None
+    method: str | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> FaultRule:
@@ -45,6 +51,9 @@ class FaultRule:
         path = data.get("path")
         if path is not None and (not isinstance(path, str) or not path.startswith("/")):
             raise ValueError("fault path must be a string starting with '/'")
+        method = data.get("method")
+        if method is not None and (not isinstance(method, str) or not method.isalpha()):
+            raise ValueError("fault method must be an HTTP method name, e.g. PUT")
         status = data.get("status")
         if status is not None and (not _is_int(status) or not 100 <= status <= 599):
             raise ValueError("fault status must be an integer from 100 to 599")
@@ -65,10 +74,15 @@ class FaultRule:
             raise ValueError("fault body must be a JSON object, given with a status")
         if not drop and status is None and delay <= 0:
             raise ValueError("a fault needs one of status, drop or delay")
-        return cls(path, status, retry_after, drop, delay, times, body)
+        return cls(path, status, retry_after, drop, delay, times, body,
+                   method.upper() if method else None)
 
-    def matches(self, path: str) -> bool:
-        return self.path is None or self.path == path
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and self.method != method.upper():
+            return False
+        if self.path is None or self.path == path:
+            return True
+        return bool(_PATTERN_CHARS & set(self.path)) and fnmatch.fnmatchcase(path, self.path)
 
     def retry_after_header(self) -> dict[str, str]:
         if self.retry_after is None:
@@ -105,11 +119,11 @@ class FaultPlan:
         with self._lock:
             self._rules.clear()
 
-    def take(self, path: str) -> FaultRule | None:
-        """The first rule matching ``path``, with one of its ``times`` used up."""
+    def take(self, method: str, path: str) -> FaultRule | None:
+        """The first rule matching the request, with one of its ``times`` used up."""
         with self._lock:
             for index, rule in enumerate(self._rules):
-                if rule.matches(path):
+                if rule.matches(method, path):
                     if rule.times <= 1:
                         del self._rules[index]
                     else:

@@ -4,10 +4,13 @@ Every API request goes through the same pipeline before its emulator sees it:
 
 1. route by prefix (unknown path: 404);
 2. read the body, refusing more than ``max_body_bytes`` (413, body read and discarded so the
-   client gets the answer and the connection stays usable);
-3. fault injection (delay, then drop or an error status);
-4. rate limit per credential (429 with Retry-After);
-5. the emulator; then one line in the request log.
+   client gets the answer and the connection stays usable); a body that is not JSON and
+   over ``STREAM_TO_DISK_BYTES`` (file uploads) is streamed to a file, never held whole;
+3. fault injection by method and path pattern (delay, then drop or an error status);
+4. rate limit per credential (429 with Retry-After), the credential taken from wherever
+   the emulator's ``credential_sources`` say (default: the Authorization header);
+5. the emulator; then one line in the request log. Replies are JSON, raw bytes (XML
+   errors, files) or empty.
 
 Run it in its own process (``target-sandbox serve``) when measuring speed; in tests,
 ``SandboxServer(data_dir).start()`` serves from a background thread.
@@ -20,6 +23,7 @@ import hashlib
 import ipaddress
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -47,6 +51,8 @@ from target_core.sandbox.requestlog import RequestLog
 # a body bigger than this is not even read to be discarded: answer 413 and close
 _DISCARD_CAP_BYTES = 1024 * 1024 * 1024
 _CHUNK_BYTES = 1024 * 1024
+STREAM_TO_DISK_BYTES = 256 * 1024
+DEFAULT_CREDENTIAL_SOURCES = ("header:authorization",)
 
 
 def loopback_host(host: str) -> str:
@@ -82,6 +88,8 @@ class SandboxApp:
         self.faults = FaultPlan(list(faults))
         self.limiter = SlidingWindowLimiter()
         self.log = RequestLog(data_dir)
+        self.incoming = data_dir / ".incoming"
+        """Request bodies streamed to disk, each removed once its request is answered."""
         self.control = ControlApi(self.registry, self.faults, self.settings, self.limiter, self.log)
 
 
@@ -153,17 +161,32 @@ class _Handler(BaseHTTPRequestHandler):
             return Reply(404, default_error_body(404, f"no emulator serves {path}"))
         emulator, sub_path = matched
         entry["emulator"] = emulator.name
+        body_path: Path | None = None
         try:
-            body = self._read_body(limits.max_body_bytes)
+            if self._streams_to_disk(limits.max_body_bytes):
+                body_path = self._spool_body(app.incoming)
+                body: bytes | None = b""
+            else:
+                body = self._read_body(limits.max_body_bytes)
         except ApiError as exc:
             return Reply(exc.status, emulator.error_body(exc.status, exc.message))
         if body is None:
             entry["request_bytes"] = self._declared_length()
             message = f"request body exceeds {limits.max_body_bytes} bytes"
             return Reply(413, emulator.error_body(413, message))
-        entry["request_bytes"] = len(body)
+        try:
+            return self._emulate(app, emulator, path, sub_path, query, body, body_path, entry)
+        finally:
+            if body_path is not None:
+                body_path.unlink(missing_ok=True)
 
-        rule = app.faults.take(path)
+    def _emulate(
+        self, app: SandboxApp, emulator: Emulator, path: str, sub_path: str,
+        query: Mapping[str, str], body: bytes, body_path: Path | None, entry: dict[str, Any],
+    ) -> Reply:
+        limits = app.settings.get()
+        entry["request_bytes"] = body_path.stat().st_size if body_path is not None else len(body)
+        rule = app.faults.take(self.command, path)
         if rule is not None:
             entry["fault"] = rule.label()
             if rule.delay > 0:
@@ -176,19 +199,21 @@ class _Handler(BaseHTTPRequestHandler):
                     rule.status, message)
                 return Reply(rule.status, body, rule.retry_after_header())
 
-        credential = hashlib.sha256((self.headers.get("Authorization") or "").encode()).hexdigest()
-        wait = app.limiter.admit(f"{emulator.name}:{credential}", limits.rate_limit_per_minute)
-        if wait:
-            message = f"rate limit of {limits.rate_limit_per_minute} requests per minute exceeded"
-            return Reply(429, emulator.error_body(429, message), {"Retry-After": str(wait)})
-
         request = Request(
             method=self.command,
             path=sub_path,
             headers={name.lower(): value for name, value in self.headers.items()},
             body=body,
             query=query,
+            body_path=body_path,
         )
+        sources = getattr(emulator, "credential_sources", DEFAULT_CREDENTIAL_SOURCES)
+        credential = hashlib.sha256(request.credential(sources).encode()).hexdigest()
+        wait = app.limiter.admit(f"{emulator.name}:{credential}", limits.rate_limit_per_minute)
+        if wait:
+            message = f"rate limit of {limits.rate_limit_per_minute} requests per minute exceeded"
+            return Reply(429, emulator.error_body(429, message), {"Retry-After": str(wait)})
+
         try:
             return emulator.handle(request)
         except ApiError as exc:
@@ -199,6 +224,30 @@ class _Handler(BaseHTTPRequestHandler):
             return Reply(500, emulator.error_body(500, message))
 
     # socket I/O -----------------------------------------------------------------------------
+    def _streams_to_disk(self, max_bytes: int) -> bool:
+        """A file upload: not JSON, bigger than a small answer, within the size limit."""
+        kind = (self.headers.get("Content-Type") or "").lower()
+        length = self._declared_length()
+        return (not kind.startswith("application/json") and
+                STREAM_TO_DISK_BYTES < length <= max_bytes and
+                "chunked" not in (self.headers.get("Transfer-Encoding") or "").lower())
+
+    def _spool_body(self, directory: Path) -> Path:
+        """The body copied to a file in blocks (the connection stays usable)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix="body-", dir=directory)
+        remaining = self._declared_length()
+        with open(handle, "wb") as out:
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, _CHUNK_BYTES))
+                if not chunk:
+                    self.close_connection = True
+                    Path(name).unlink(missing_ok=True)
+                    raise ApiError(400, "the request body ended before its Content-Length")
+                out.write(chunk)
+                remaining -= len(chunk)
+        return Path(name)
+
     def _declared_length(self) -> int:
         try:
             return max(0, int(self.headers.get("Content-Length") or 0))
@@ -235,9 +284,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: Reply) -> int:
         status, body, headers = reply
-        data = orjson.dumps(body)
+        if body is None:
+            data, kind = b"", None
+        elif isinstance(body, bytes):
+            data, kind = body, "application/octet-stream"
+        else:
+            data, kind = orjson.dumps(body), "application/json"
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        if kind is not None and not any(n.lower() == "content-type" for n in headers):
+            self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         for name, value in headers.items():
             self.send_header(name, value)

@@ -22,6 +22,7 @@ import orjson
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 META_FILE = "meta.json"
 ROWS_DIR = "rows"
+FILES_DIR = "files"
 
 
 class Store:
@@ -103,6 +104,20 @@ class Store:
                 if limit is not None and len(rows) >= limit:
                     return rows[:limit]
         return rows
+
+    # files ----------------------------------------------------------------------------------
+    def file_path(self, name: str) -> Path:
+        """Where an uploaded file called ``name`` is kept (``files/<name>``)."""
+        if not _TABLE_NAME.match(name):
+            raise ValueError(f"invalid file name {name!r}")
+        return self.root / FILES_DIR / name
+
+    def keep_file(self, name: str, source: Path) -> Path:
+        """Move an uploaded file (a multipart part, a streamed body) into the store."""
+        path = self.file_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(source, path)
+        return path
 
     # whole store ----------------------------------------------------------------------------
     def wipe(self) -> None:
