@@ -45,10 +45,12 @@ class Checkpoint:
             self._open[owner] = first_record
 
     def move(self, old: Hashable, new: Hashable) -> None:
-        """A buffer's records now travel as a batch (same first record number)."""
+        """A buffer's records now travel as a batch (same first record number), or join
+        records already open under `new` (a file part): `new` keeps the lower number."""
         with self._lock:
             if old in self._open:
-                self._open[new] = self._open.pop(old)
+                first = self._open.pop(old)
+                self._open[new] = min(first, self._open.get(new, first))
 
     def close(self, owner: Hashable) -> None:
         """The platform acknowledged this batch (or the buffer turned out empty)."""

@@ -24,6 +24,13 @@ from target_core.checkpoint import Checkpoint
 
 Prepare = Callable[[], Any]
 Send = Callable[[Any], None]
+Token = Hashable | None
+"""What the checkpoint closes when a job's send returns; None: nothing (a job that only
+writes to a file, or that closes checkpoint entries itself)."""
+
+
+class _Aborted(Exception):
+    """Marks a pipeline stopped by `abort`: later jobs are dropped like after a failure."""
 
 
 class Uploader:
@@ -31,12 +38,12 @@ class Uploader:
 
     def __init__(self, checkpoint: Checkpoint, depth: int = 2) -> None:
         self._checkpoint = checkpoint
-        self._to_pack: queue.Queue[tuple[Hashable, Prepare, Send] | None] = queue.Queue(depth)
-        self._to_send: queue.Queue[tuple[Hashable, Send, Any] | None] = queue.Queue(1)
+        self._to_pack: queue.Queue[tuple[Token, Prepare, Send] | None] = queue.Queue(depth)
+        self._to_send: queue.Queue[tuple[Token, Send, Any] | None] = queue.Queue(1)
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
 
-    def submit(self, token: Hashable, prepare: Prepare, send: Send) -> None:
+    def submit(self, token: Token, prepare: Prepare, send: Send) -> None:
         """Queue a job; blocks while the pipeline is full. Raises an earlier failure."""
         self.raise_failure()
         if not self._threads:
@@ -65,8 +72,24 @@ class Uploader:
                 thread.join()
             self._threads = []
 
+    def abort(self, timeout: float = 5.0) -> None:
+        """The run failed or was interrupted: drop every queued job unsent and stop.
+
+        A call already in flight is not cut; its thread gets `timeout` seconds to end (the
+        threads are daemons, so they never keep the process alive)."""
+        if self._error is None:
+            self._error = _Aborted("the upload pipeline was stopped")
+        if self._threads:
+            try:
+                self._to_pack.put(None, timeout=timeout)
+            except queue.Full:
+                return
+            for thread in self._threads:
+                thread.join(timeout)
+            self._threads = []
+
     def raise_failure(self) -> None:
-        if self._error is not None:
+        if self._error is not None and not isinstance(self._error, _Aborted):
             raise self._error
 
     def _pack(self) -> None:
@@ -88,7 +111,8 @@ class Uploader:
             try:
                 if self._error is None:
                     send(prepared)
-                    self._checkpoint.close(token)
+                    if token is not None:
+                        self._checkpoint.close(token)
             except BaseException as exc:
                 self._error = exc
             finally:
