@@ -182,6 +182,7 @@ class StreamedBody(io.RawIOBase):
         self._length = sum(len(p) if isinstance(p, bytes) else os.path.getsize(p) for p in parts)
         self._sources: Iterator[IO[bytes]] = self._open_each()
         self._current: IO[bytes] | None = next(self._sources, None)
+        self._position = 0
 
     def _open_each(self) -> Iterator[IO[bytes]]:
         for part in self._parts:
@@ -197,10 +198,15 @@ class StreamedBody(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def tell(self) -> int:
+        """Bytes read so far (requests takes `len - tell` as the Content-Length)."""
+        return self._position
+
     def readinto(self, buffer: Any) -> int:
         while self._current is not None:
             count = self._current.readinto(buffer)  # type: ignore[attr-defined]
             if count:
+                self._position += count
                 return count
             self._current = next(self._sources, None)
         return 0

@@ -31,8 +31,13 @@ def compile_row_encoder(
     sources: Sequence[str],
     converters: Sequence[Converter | None],
     schema: dict | None = None,
-) -> tuple[Callable[[dict], bytes], bool]:
+    *,
+    as_tuple: bool = False,
+) -> tuple[Callable[[dict], Any], bool]:
     """`encode(record) -> b'[v1,v2,...]'`: values converted, missing keys as null.
+
+    With `as_tuple`, the row is the tuple of converted values instead of its JSON text:
+    what a format writer takes (no JSON text made, nor parsed again, per row).
 
     With a `schema`, the same function also validates the record (raising `RecordProblem`)
     and the second result is True; for a schema whose keywords the generated checks do not
@@ -71,13 +76,15 @@ def compile_row_encoder(
             if convert is not None:
                 namespace[f"c{i}"] = convert
     except (Unsupported, RecursionError):
-        return compile_row_encoder(sources, converters, None)[0], False
+        return compile_row_encoder(sources, converters, None, as_tuple=as_tuple)[0], False
+    row = ("(" + "".join(f"{item}, " for item in items) + ")" if as_tuple
+           else "dumps([" + ", ".join(items) + "])")
     code = "\n".join([
         "def encode(r):",
         "    g = r.get",
         "    try:",
         *body,
-        "        return dumps([" + ", ".join(items) + "])",
+        "        return " + row,
         "    except RecordProblem:",
         "        raise",
         "    except (ValueError, TypeError):",
@@ -90,7 +97,7 @@ def compile_row_encoder(
     except (SyntaxError, RecursionError):  # nesting deeper than Python's compiler allows
         if schema is None:
             raise
-        return compile_row_encoder(sources, converters, None)[0], False
+        return compile_row_encoder(sources, converters, None, as_tuple=as_tuple)[0], False
     return namespace["encode"], validates
 
 

@@ -36,7 +36,10 @@ class CoreSink(BatchSink, abc.ABC):
 
     MAX_SIZE_DEFAULT = 10_000
     max_batch_bytes = 32 * 1024 * 1024
-    """Uncompressed JSON bytes that end a batch early (wide rows); platforms may lower it."""
+    """Uncompressed JSON bytes that end a batch early (wide rows); platforms may lower it.
+    With `rows_as_tuples` the budget counts values instead (a tuple row's length)."""
+    rows_as_tuples = False
+    """Rows as tuples of converted values (file sinks) instead of JSON text (batch calls)."""
 
     def __init__(self, target: CoreTarget, *args: Any, **kwargs: Any) -> None:
         self.core_target = target  # the SDK 0.54 Sink keeps no reference to its target
@@ -68,13 +71,12 @@ class CoreSink(BatchSink, abc.ABC):
 
     def setup(self) -> None:
         super().setup()
-        self.columns: list[Column] = columns_from_schema(
-            self.schema, self.key_properties, self.sanitise_name
-        )
+        self.columns: list[Column] = self.stream_columns()
         self.encode_row, self.encoder_validates = compile_row_encoder(
             [c.source for c in self.columns],
             [self.converter_for(c) for c in self.columns],
             self.schema if self.validate_schema else None,
+            as_tuple=self.rows_as_tuples,
         )
         if self.validate_schema and not self.encoder_validates:
             self.logger.info("Stream '%s': schema keywords beyond the generated checks; "
@@ -82,12 +84,16 @@ class CoreSink(BatchSink, abc.ABC):
         self.check = self._fallback_check()
         self.key_names = tuple(self.key_properties)
         self.batch_limit = self.max_size
-        self.rows: list[bytes] = []
+        self.rows: list[Any] = []
         self.first_record = 0
         self.lean_records = 0
         self.buffered_bytes = 0
         self.batches_sent = 0
         self.rows_sent = 0
+
+    def stream_columns(self) -> list[Column]:
+        """The columns rows are encoded for: the schema's, in order."""
+        return columns_from_schema(self.schema, self.key_properties, self.sanitise_name)
 
     def get_validator(self) -> RecordValidator | None:
         return RecordValidator(self.schema) if self.validate_schema else None

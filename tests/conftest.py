@@ -128,11 +128,12 @@ def target_env(**extra: str) -> dict[str, str]:
 
 
 def run_target(
-    tmp_path: Path, config: dict[str, Any], stdin: bytes, *, timeout: float = 60, **env: str
+    tmp_path: Path, config: dict[str, Any], stdin: bytes, *, timeout: float = 60,
+    cmd: list[str] = TARGET_CMD, **env: str,
 ) -> subprocess.CompletedProcess[str]:
-    """The real command line, as Meltano would run it."""
+    """The real command line, as Meltano would run it (target-graphitenote unless `cmd`)."""
     return subprocess.run(
-        [*TARGET_CMD, "--config", str(write_config(tmp_path, config))],
+        [*cmd, "--config", str(write_config(tmp_path, config))],
         input=stdin.decode(), capture_output=True, text=True, timeout=timeout,
         env=target_env(**env), check=False,
     )
@@ -174,11 +175,11 @@ def sandbox_url(tmp_path: Path) -> Iterator[str]:
 
 def spawn_target(
     tmp_path: Path, config: dict[str, Any], stdin: bytes | None = None,
-    stderr: int = subprocess.DEVNULL,
+    stderr: int = subprocess.DEVNULL, cmd: list[str] = TARGET_CMD,
 ) -> subprocess.Popen[bytes]:
     """The real command line as a running process. With `stdin` bytes, a thread writes them
     and closes the pipe (the target may be killed meanwhile); without, the pipe stays open."""
-    proc = subprocess.Popen([*TARGET_CMD, "--config", str(write_config(tmp_path, config))],
+    proc = subprocess.Popen([*cmd, "--config", str(write_config(tmp_path, config))],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                             env=target_env())
     if stdin is not None:
@@ -198,13 +199,13 @@ def spawn_target(
 ERROR_PREFIX = "target-graphitenote: error: "
 
 
-def error_line(run: subprocess.CompletedProcess[str]) -> str:
+def error_line(run: subprocess.CompletedProcess[str], prefix: str = ERROR_PREFIX) -> str:
     """The one error line of a failed run (exit 1, no traceback), without its prefix."""
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr
     last = run.stderr.strip().splitlines()[-1]
-    assert last.startswith(ERROR_PREFIX), run.stderr
-    return last[len(ERROR_PREFIX):]
+    assert last.startswith(prefix), run.stderr
+    return last[len(prefix):]
 
 
 def states_of(stdout: str) -> list[Any]:
