@@ -1,7 +1,9 @@
 """Keep secrets out of every log line, error message and test snapshot.
 
 A target knows its secrets once its config is read: every setting marked `secret` in the
-config schema. The `Redactor` replaces those values wherever they appear; the logging filter
+config schema. The `Redactor` replaces those values wherever they appear, and any bearer
+token and any URL's query string (where signed URLs carry their signatures, e.g. in the
+debug lines of urllib3); the logging filter
 applies it to each record (message, arguments and traceback text) before any handler
 formats it, so even a debug log of a request or an unexpected traceback stays clean.
 """
@@ -15,6 +17,7 @@ from collections.abc import Iterable
 
 MASK = "****"
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\",]+")
+_URL_QUERY = re.compile(r"(/[^\s?'\"<>]*)\?[^\s'\"<>]+")
 
 
 class Redactor:
@@ -35,6 +38,7 @@ class Redactor:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
+        text = _URL_QUERY.sub(rf"\g<1>?{MASK}", text)
         return _BEARER.sub(rf"\g<1>{MASK}", text)
 
 

@@ -37,7 +37,7 @@ class Job:
         return self.state in ("succeeded", "failed")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "done": self.done}
 
 
 class Jobs:
