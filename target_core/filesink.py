@@ -53,7 +53,7 @@ from target_core.checkpoint import Checkpoint
 from target_core.columns import Column, ColumnType, identifier
 from target_core.formats import CsvWriter, FormatWriter
 from target_core.rows import Converter
-from target_core.sink import CoreSink
+from target_core.sink import RowSink, SinkParts
 from target_core.uploads import Uploader
 
 logger = logging.getLogger(__name__)
@@ -295,26 +295,24 @@ class StreamFiles:
 
 
 @dataclass(frozen=True)
-class FileSinkParts:
-    """What a `FileSink` is handed (instead of reaching back into its target)."""
+class FileSinkParts(SinkParts):
+    """What a `FileSink` is handed: the checkpoint, the uploader and the run's files."""
 
-    checkpoint: Checkpoint
-    uploader: Uploader
     files: StreamFiles
 
 
-class FileSink(CoreSink):
+class FileSink(RowSink):
     """Records -> tuples in the stream's column order -> write jobs for its `StreamFile`."""
 
     MAX_SIZE_DEFAULT = 5_000
     max_batch_bytes = 400_000  # values (rows are tuples): bounds memory for wide rows
     rows_as_tuples = True
+    parts: FileSinkParts
 
     def __init__(self, target: Target, stream_name: str, schema: dict,
                  key_properties: Sequence[str] | None, *, parts: FileSinkParts) -> None:
-        self.parts = parts
         self.file = parts.files.stream(stream_name)
-        super().__init__(target, stream_name, schema, key_properties)  # type: ignore[arg-type]
+        super().__init__(target, stream_name, schema, key_properties, parts=parts)
 
     def sanitise_name(self, name: str) -> str:
         return self.file.load.sanitise_name(name)
@@ -324,10 +322,6 @@ class FileSink(CoreSink):
 
     def stream_columns(self) -> list[Column]:
         return list(self.file.add_columns(super().stream_columns()))
-
-    def _open_buffer(self) -> None:
-        self.first_record = self.parts.checkpoint.seen
-        self.parts.checkpoint.open(self, self.first_record)
 
     def process_batch(self, context: dict) -> None:
         rows, self.rows, self.buffered_bytes = self.rows, [], 0
@@ -339,6 +333,3 @@ class FileSink(CoreSink):
         file.batches += 1
         self.rows_sent += len(rows)
         self.parts.uploader.submit(None, lambda: file.write(rows, columns, token), file.send)
-
-    def send_batch(self, rows: list[bytes], prepared: Any) -> None:
-        raise TypeError("a file sink sends files, not batches")  # pragma: no cover

@@ -15,9 +15,7 @@ SIGKILL leaves it, in the system's temporary directory or `spool_root`).
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -49,11 +47,8 @@ class FileTarget(CoreTarget):
 
     # -- wiring --------------------------------------------------------------------------
 
-    def get_sink_class(self, stream_name: str) -> Callable[..., FileSink]:  # type: ignore[override]
-        """The sink class with what it needs bound, so it never reaches back here."""
-        sink_class = super().get_sink_class(stream_name)
-        parts = FileSinkParts(self.checkpoint, self.uploader, self.files)
-        return functools.partial(sink_class, parts=parts)
+    def sink_parts(self, stream: str) -> FileSinkParts:
+        return FileSinkParts(self.checkpoint, self.uploader, self.files)
 
     def drain_all(self, *, is_endofpipe: bool = False) -> None:  # type: ignore[misc]
         if is_endofpipe and self.interrupted_by is not None:

@@ -1,12 +1,19 @@
-"""The Sink every platform builds on: rows in column order, batches handed to the uploader.
+"""The Sinks every platform builds on: rows in column order, handed to the uploader.
 
-A platform sink says three things: how a property name becomes a column name
-(`sanitise_name`), how a neutral column type becomes values (`converter_for`), and how a
-batch of encoded rows reaches the platform (`prepare_batch` on the packer thread, e.g.
-compression, then `send_batch` on the sender thread).
-Everything else is here: validation with the compiled validator, one generated row
-encoder per schema, size limits in rows and bytes, and the hand-over that tells the
-checkpoint which records travel in which batch.
+`RowSink` is what both paths share: validation with the compiled validator, one generated
+row encoder per schema, size limits in rows and bytes, and the checkpoint entry of the
+buffered records. Two paths build on it:
+
+- `CoreSink` (here), the batch-call path: each full buffer becomes one platform call. A
+  platform sink says how a property name becomes a column name (`sanitise_name`), how a
+  neutral column type becomes values (`converter_for`), and how a batch of encoded rows
+  reaches the platform (`prepare_batch` on the packer thread, e.g. compression, then
+  `send_batch` on the sender thread).
+- `filesink.FileSink`, the file path: buffers go into the stream's files.
+
+Sinks are handed what they use (`SinkParts`: the checkpoint and the uploader; a platform
+adds its client and destination registry) when the target creates them, so no sink
+imports or reaches back into a target.
 """
 
 from __future__ import annotations
@@ -14,25 +21,34 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import fastjsonschema
+from singer_sdk import Target
 from singer_sdk.exceptions import InvalidRecord, MissingKeyPropertiesError
 from singer_sdk.sinks import BatchSink
 
+from target_core.checkpoint import Checkpoint
 from target_core.columns import Column, columns_from_schema, identifier
 from target_core.rows import Converter, RowError, compile_row_encoder
+from target_core.uploads import Uploader
 from target_core.validation import RecordProblem, RecordValidator, describe
-
-if TYPE_CHECKING:
-    from target_core.target import CoreTarget
 
 logger = logging.getLogger(__name__)
 
 
-class CoreSink(BatchSink, abc.ABC):
-    """Buffers encoded rows; a full buffer becomes one upload job."""
+@dataclass(frozen=True)
+class SinkParts:
+    """What a sink is handed by its target: platforms subclass it to add their own."""
+
+    checkpoint: Checkpoint
+    uploader: Uploader
+
+
+class RowSink(BatchSink, abc.ABC):
+    """Validates and encodes a stream's records into a buffer of rows."""
 
     MAX_SIZE_DEFAULT = 10_000
     max_batch_bytes = 32 * 1024 * 1024
@@ -41,9 +57,10 @@ class CoreSink(BatchSink, abc.ABC):
     rows_as_tuples = False
     """Rows as tuples of converted values (file sinks) instead of JSON text (batch calls)."""
 
-    def __init__(self, target: CoreTarget, *args: Any, **kwargs: Any) -> None:
-        self.core_target = target  # the SDK 0.54 Sink keeps no reference to its target
-        super().__init__(target, *args, **kwargs)
+    def __init__(self, target: Target, stream_name: str, schema: dict,
+                 key_properties: Sequence[str] | None, *, parts: SinkParts) -> None:
+        self.parts = parts
+        super().__init__(target, stream_name, schema, key_properties)
 
     # -- what a platform provides ------------------------------------------------------
 
@@ -54,18 +71,6 @@ class CoreSink(BatchSink, abc.ABC):
     @abc.abstractmethod
     def converter_for(self, column: Column) -> Converter | None:
         """The value conversion for a column (None: send the value as it is)."""
-
-    def prepare_batch(self, rows: list[bytes]) -> Any:
-        """CPU work on a batch before it is sent (e.g. compression); packer thread.
-
-        It runs while the previous batch is still being sent."""
-        return rows
-
-    @abc.abstractmethod
-    def send_batch(self, rows: list[bytes], prepared: Any) -> None:
-        """Deliver rows (each the JSON text of one row) to the platform; sender thread.
-
-        `prepared` is what `prepare_batch` returned for these rows."""
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -158,15 +163,13 @@ class CoreSink(BatchSink, abc.ABC):
         self.buffered_bytes += len(row)
 
     def _open_buffer(self) -> None:
-        self.first_record = self.core_target.checkpoint.seen
-        self.core_target.checkpoint.open(self, self.first_record)
+        self.first_record = self.parts.checkpoint.seen
+        self.parts.checkpoint.open(self, self.first_record)
 
     @property
     def is_full(self) -> bool:
         return (self._batch_records_read >= self.batch_limit
                 or self.buffered_bytes >= self.max_batch_bytes)
-
-    # -- batches -----------------------------------------------------------------------
 
     def start_drain(self) -> dict:
         # The lean path skips the per-record metric call; its records are counted here.
@@ -175,14 +178,30 @@ class CoreSink(BatchSink, abc.ABC):
             self.lean_records = 0
         return super().start_drain()
 
+
+class CoreSink(RowSink):
+    """The batch-call path: a full buffer becomes one upload job (one platform call)."""
+
+    def prepare_batch(self, rows: list[bytes]) -> Any:
+        """CPU work on a batch before it is sent (e.g. compression); packer thread.
+
+        It runs while the previous batch is still being sent."""
+        return rows
+
+    @abc.abstractmethod
+    def send_batch(self, rows: list[bytes], prepared: Any) -> None:
+        """Deliver rows (each the JSON text of one row) to the platform; sender thread.
+
+        `prepared` is what `prepare_batch` returned for these rows."""
+
     def process_batch(self, context: dict) -> None:
         rows, self.rows, self.buffered_bytes = self.rows, [], 0
         if not rows:
             return
         token = object()
-        self.core_target.checkpoint.move(self, token)
+        self.parts.checkpoint.move(self, token)
         number = self.batches_sent = self.batches_sent + 1
-        self.core_target.uploader.submit(
+        self.parts.uploader.submit(
             token, lambda: self.prepare_batch(rows), lambda ready: self._send(rows, ready, number)
         )
 

@@ -7,7 +7,9 @@ What it changes in singer-sdk 0.54 (see docs/architecture.md for the measurement
 - Records: a lean path for the common case (no stream maps, no flattening, no `_sdc`
   metadata) that validates, checks key properties and encodes the row without the SDK's
   per-record bookkeeping; every other case takes the SDK's own path. Both end in
-  `CoreSink.process_record`.
+  `RowSink.process_record`.
+- Sinks: created with what they use bound in (`sink_parts`: the checkpoint, the uploader,
+  and what a platform adds), so they never reach back into the target.
 - Uploads: a full sink is handed to the `Uploader` (packer and sender threads); when a
   STATE is waiting on records buffered in other streams, those are sent too, so
   checkpoints keep moving even when streams interleave.
@@ -22,13 +24,15 @@ Private SDK API is used (`_process_record_message`, `_sinks_active`, `_batch_rec
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import sys
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from singer_sdk import Target
+from singer_sdk import Sink, Target
 from singer_sdk.exceptions import (
     ConfigurationError,
     ConfigValidationError,
@@ -44,7 +48,7 @@ from target_core.checkpoint import Checkpoint
 from target_core.errors import ConfigError, InputError, TargetError
 from target_core.reader import SingerLineReader, StopReading, describe_missing_schema
 from target_core.redaction import REDACTOR, install_log_redaction
-from target_core.sink import CoreSink
+from target_core.sink import RowSink, SinkParts
 from target_core.uploads import Uploader
 
 _AGE_CHECK_EVERY = 1000
@@ -70,7 +74,7 @@ class CoreTarget(Target):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.checkpoint = Checkpoint()
         self.uploader = Uploader(self.checkpoint)
-        self._lean: dict[str, CoreSink | None] = {}
+        self._lean: dict[str, RowSink | None] = {}
         super().__init__(*args, **kwargs)
         self.check_config()
 
@@ -88,6 +92,18 @@ class CoreTarget(Target):
     def check_config(self) -> None:
         """Cross-setting checks a JSON Schema cannot express; raise `ConfigError`."""
 
+    # -- sinks -------------------------------------------------------------------------
+
+    def sink_parts(self, stream: str) -> SinkParts:
+        """What a stream's sink is handed; platforms return a subclass with their client
+        and destination registry."""
+        return SinkParts(self.checkpoint, self.uploader)
+
+    def get_sink_class(self, stream_name: str) -> Callable[..., Sink]:  # type: ignore[override]
+        """The sink class with its parts bound, so a sink never reaches back here."""
+        sink_class = super().get_sink_class(stream_name)
+        return functools.partial(sink_class, parts=self.sink_parts(stream_name))
+
     # -- messages ----------------------------------------------------------------------
 
     def _process_schema_message(self, message_dict: dict) -> None:
@@ -103,15 +119,15 @@ class CoreTarget(Target):
         super()._process_schema_message(message_dict)
         self._lean.clear()
 
-    def _lean_sink(self, stream: str) -> CoreSink | None:
+    def _lean_sink(self, stream: str) -> RowSink | None:
         """The stream's sink if its records may take the lean path."""
         maps = self.mapper.stream_maps.get(stream)
         sink = self._sinks_active.get(stream)
         eligible = (
             maps is not None and len(maps) == 1 and type(maps[0]) is SameRecordTransform
             and not maps[0].flattening_enabled and maps[0].stream_alias == stream
-            and isinstance(sink, CoreSink) and not sink.include_sdc_metadata_properties
-            and type(sink).preprocess_record is CoreSink.preprocess_record
+            and isinstance(sink, RowSink) and not sink.include_sdc_metadata_properties
+            and type(sink).preprocess_record is RowSink.preprocess_record
         )
         return sink if eligible else None
 
@@ -145,7 +161,7 @@ class CoreTarget(Target):
             if sink is not None:
                 self.drain_one(sink)
 
-    def _drain_full(self, sink: CoreSink) -> None:
+    def _drain_full(self, sink: RowSink) -> None:
         self.logger.debug("Stream '%s' batch is full (%d rows): handing it to the uploader",
                           sink.stream_name, sink.current_size)
         self.drain_one(sink)
@@ -153,7 +169,7 @@ class CoreTarget(Target):
         if waiting_for is None:
             return
         for other in [*self._sinks_active.values(), *self._sinks_to_clear]:
-            if (other is not sink and isinstance(other, CoreSink) and other.current_size
+            if (other is not sink and isinstance(other, RowSink) and other.current_size
                     and other.first_record <= waiting_for):
                 self.drain_one(other)  # it holds records a waiting STATE depends on
 

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import base64
 import gzip
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from target_core import conversions
 from target_core.columns import Column, ColumnType
-from target_core.errors import ApiError, PayloadTooLarge
+from target_core.errors import ApiError, ConfigError, PayloadTooLarge
 from target_core.rows import Converter
-from target_core.sink import CoreSink
-
-if TYPE_CHECKING:
-    from target_graphitenote.target import TargetGraphiteNote
+from target_core.sink import CoreSink, SinkParts
+from target_graphitenote.client import PLATFORM, GraphiteNoteClient
 
 _DEFAULTS: dict[ColumnType, tuple[str, str, str | None]] = {
     ColumnType.INTEGER: ("measure", "numeric", "#,###"),
@@ -70,16 +70,82 @@ class DatasetLoad:
         return not (self.replace and self.fills == 0)
 
 
+class DatasetRegistry:
+    """Which dataset each stream of the run loads into: mapped, given, or created with the
+    stream's first batch. Shared by the stream's sinks and the target's finishing calls."""
+
+    def __init__(self, config: Mapping[str, Any], client: GraphiteNoteClient,
+                 logger: logging.Logger) -> None:
+        self.config = config
+        self.client = client
+        self.logger = logger
+        self.loads: dict[str, DatasetLoad] = {}
+
+    def load_for(self, stream: str) -> DatasetLoad:
+        """The stream's dataset for this run: mapped, given, or created now."""
+        if stream in self.loads:
+            return self.loads[stream]
+        config = self.config
+        code = (config.get("dataset_map") or {}).get(stream)
+        if code is None and config.get("dataset_code"):
+            code = config["dataset_code"]
+            if other := self._stream_loading_into(code):
+                raise ConfigError(
+                    f"dataset_code is for one stream, but streams '{other}' and '{stream}' "
+                    "both arrived: map each stream with dataset_map"
+                )
+        replace = config["load_method"] == "overwrite"
+        if code is not None and replace and (other := self._stream_loading_into(code)):
+            raise ConfigError(
+                f"streams '{other}' and '{stream}' are both mapped to "
+                f"dataset '{code}': with load_method overwrite each would replace the other's "
+                "rows; map them to different datasets"
+            )
+        if code is None and not config["create_missing_datasets"]:
+            raise ConfigError(
+                f"no dataset for stream '{stream}': set dataset_code (one stream), "
+                f'dataset_map ({{"{stream}": "<dataset code>"}}) or create_missing_datasets'
+            )
+        load = self.loads[stream] = DatasetLoad(stream, code, replace)
+        self.logger.info("Stream '%s' -> %s dataset %s (%s)", stream, PLATFORM,
+                         f"'{code}'" if code else "to be created with its first batch",
+                         "overwrite" if replace else "append")
+        return load
+
+    def _stream_loading_into(self, code: str) -> str | None:
+        return next((s for s, load in self.loads.items() if load.dataset_code == code), None)
+
+    def create_dataset(self, load: DatasetLoad, columns: list[dict[str, Any]]) -> None:
+        """Create the stream's dataset (sender thread, first batch: no empty datasets)."""
+        name = f"{self.config['dataset_name_prefix']}{load.stream}"
+        load.dataset_code = self.client.create_dataset(name, columns)
+        self.logger.info("Created %s dataset '%s' with code '%s' for stream '%s'; add it to "
+                         "dataset_map to load into the same dataset next time",
+                         PLATFORM, name, load.dataset_code, load.stream)
+
+
+@dataclass(frozen=True)
+class GraphiteNoteParts(SinkParts):
+    """What a Graphite Note sink is handed by the target."""
+
+    client: GraphiteNoteClient
+    datasets: DatasetRegistry
+    overrides: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    """Per property of this stream: alias, type, subtype, format (`column_overrides`)."""
+    compress: bool = True
+    compression_level: int = 1
+
+
 class GraphiteNoteSink(CoreSink):
     """Batches of rows -> `dataset-fill` calls (gzip + base64 when compressed)."""
 
-    core_target: TargetGraphiteNote
+    parts: GraphiteNoteParts
 
     def setup(self) -> None:
         super().setup()
-        overrides = self.core_target.overrides_for(self.stream_name)
+        overrides = self.parts.overrides
         self.gn_columns = [self._definition(c, overrides.get(c.source, {})) for c in self.columns]
-        self.load = self.core_target.load_for(self.stream_name)
+        self.load = self.parts.datasets.load_for(self.stream_name)
 
     def _definition(self, column: Column, override: dict[str, Any]) -> dict[str, Any]:
         kind, subtype, fmt = _DEFAULTS[column.type]
@@ -93,7 +159,7 @@ class GraphiteNoteSink(CoreSink):
         return definition
 
     def converter_for(self, column: Column) -> Converter | None:
-        override = self.core_target.overrides_for(self.stream_name).get(column.source, {})
+        override = self.parts.overrides.get(column.source, {})
         default_subtype = _DEFAULTS[column.type][1]
         subtype = override.get("subtype") or default_subtype
         if subtype != default_subtype:
@@ -111,22 +177,21 @@ class GraphiteNoteSink(CoreSink):
 
     def prepare_batch(self, rows: list[bytes]) -> str:
         """The `insert-data` string: JSON rows, gzip + base64 when compressed."""
-        config = self.core_target.config
         payload = b"[" + b",".join(rows) + b"]"
-        if not config["compress"]:
+        if not self.parts.compress:
             return payload.decode()
-        packed = gzip.compress(payload, compresslevel=config["compression_level"], mtime=0)
+        packed = gzip.compress(payload, compresslevel=self.parts.compression_level, mtime=0)
         return base64.b64encode(packed).decode("ascii")
 
     def send_batch(self, rows: list[bytes], insert_data: str) -> None:
-        target = self.core_target
+        parts = self.parts
         load = self.load
         if load.dataset_code is None:
-            target.create_dataset(load, self.gn_columns)
+            parts.datasets.create_dataset(load, self.gn_columns)
         append = load.next_append()
         try:
-            count = target.client.fill(load.dataset_code, self.gn_columns, insert_data,
-                                       compressed=target.config["compress"], append=append)
+            count = parts.client.fill(load.dataset_code, self.gn_columns, insert_data,
+                                      compressed=parts.compress, append=append)
         except PayloadTooLarge:
             if len(rows) == 1:
                 raise ApiError(f"stream '{self.stream_name}': a single row is larger than "

@@ -10,7 +10,7 @@ from target_core.errors import ConfigError
 from target_core.http import ApiSession, RateLimiter, check_url
 from target_core.target import CoreTarget
 from target_graphitenote.client import PLATFORM, GraphiteNoteClient
-from target_graphitenote.sink import DatasetLoad, GraphiteNoteSink
+from target_graphitenote.sink import DatasetRegistry, GraphiteNoteParts, GraphiteNoteSink
 
 DEFAULT_API_URL = "https://app.graphite-note.com/api"
 LOAD_METHODS = ("append-only", "overwrite")
@@ -77,8 +77,8 @@ class TargetGraphiteNote(CoreTarget):
     ).to_dict()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._loads: dict[str, DatasetLoad] = {}
         self._client: GraphiteNoteClient | None = None
+        self._datasets: DatasetRegistry | None = None
         super().__init__(*args, **kwargs)
 
     def check_config(self) -> None:
@@ -109,55 +109,28 @@ class TargetGraphiteNote(CoreTarget):
             self._client = GraphiteNoteClient(session, self.config["user_code"])
         return self._client
 
+    @property
+    def datasets(self) -> DatasetRegistry:
+        """The run's stream -> dataset registry, shared with the sinks."""
+        if self._datasets is None:
+            self._datasets = DatasetRegistry(self.config, self.client, self.logger)
+        return self._datasets
+
     def overrides_for(self, stream: str) -> dict[str, dict[str, Any]]:
         overrides = self.config.get("column_overrides") or {}
         return {**overrides.get("*", {}), **overrides.get(stream, {})}
 
-    def load_for(self, stream: str) -> DatasetLoad:
-        """The stream's dataset for this run: mapped, given, or created now."""
-        if stream in self._loads:
-            return self._loads[stream]
-        code = (self.config.get("dataset_map") or {}).get(stream)
-        if code is None and self.config.get("dataset_code"):
-            code = self.config["dataset_code"]
-            if other := self._stream_loading_into(code):
-                raise ConfigError(
-                    f"dataset_code is for one stream, but streams '{other}' and '{stream}' "
-                    "both arrived: map each stream with dataset_map"
-                )
-        replace = self.config["load_method"] == "overwrite"
-        if code is not None and replace and (other := self._stream_loading_into(code)):
-            raise ConfigError(
-                f"streams '{other}' and '{stream}' are both mapped to "
-                f"dataset '{code}': with load_method overwrite each would replace the other's "
-                "rows; map them to different datasets"
-            )
-        if code is None and not self.config["create_missing_datasets"]:
-            raise ConfigError(
-                f"no dataset for stream '{stream}': set dataset_code (one stream), "
-                f'dataset_map ({{"{stream}": "<dataset code>"}}) or create_missing_datasets'
-            )
-        load = self._loads[stream] = DatasetLoad(stream, code, replace)
-        self.logger.info("Stream '%s' -> %s dataset %s (%s)", stream, PLATFORM,
-                         f"'{code}'" if code else "to be created with its first batch",
-                         "overwrite" if replace else "append")
-        return load
-
-    def _stream_loading_into(self, code: str) -> str | None:
-        return next((s for s, load in self._loads.items() if load.dataset_code == code), None)
-
-    def create_dataset(self, load: DatasetLoad, columns: list[dict[str, Any]]) -> None:
-        """Create the stream's dataset (sender thread, first batch: no empty datasets)."""
-        name = f"{self.config['dataset_name_prefix']}{load.stream}"
-        load.dataset_code = self.client.create_dataset(name, columns)
-        self.logger.info("Created %s dataset '%s' with code '%s' for stream '%s'; add it to "
-                         "dataset_map to load into the same dataset next time",
-                         PLATFORM, name, load.dataset_code, load.stream)
+    def sink_parts(self, stream: str) -> GraphiteNoteParts:
+        return GraphiteNoteParts(
+            self.checkpoint, self.uploader, client=self.client, datasets=self.datasets,
+            overrides=self.overrides_for(stream), compress=self.config["compress"],
+            compression_level=self.config["compression_level"],
+        )
 
     def finish_streams(self) -> None:
         """dataset-complete for every dataset of the run, with new rows or not: if an earlier
         run died between its last STATE and its complete, this run finishes the dataset."""
-        for load in self._loads.values():
+        for load in self.datasets.loads.values():
             if load.dataset_code is None:
                 continue  # no records, so it was never created
             if load.fills == 0:

@@ -177,14 +177,14 @@ def test_a_kill_between_upload_and_confirmation_leaves_no_state_past_the_data(
         tmp_path: Path, files: Files, config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(FilesEmulator.job_seconds, "b", 2.0)
     proc = spawn_target(tmp_path, config, lines(two_streams()), cmd=CMD)
-    files.wait_for(lambda: [r for r in files.calls("/streams/b/files") if r["status"] == 201],
-                   "stream b's upload")
+    files.wait_for(lambda: [r for r in files.calls("/streams/b/commit") if r["status"] == 202],
+                   "stream b's upload and commit")
     proc.send_signal(signal.SIGKILL)  # uploaded, its commit job still running
     out, _ = proc.communicate(timeout=30)
     emitted = states_of(out.decode())
     assert emitted and emitted[-1] == {"last_id": 300}, "STATE went past stream a's rows"
     last = emitted[-1]["last_id"]
-    files.wait_for(lambda: all(j["state"] == "succeeded" for j in files.jobs()),
+    files.wait_for(lambda: [j["state"] for j in files.jobs()] == ["succeeded"] * 2,
                    "the orphaned job to end")  # the platform finishes what it accepted
 
     resumed = run_target(tmp_path, config, lines(two_streams(last + 1)), cmd=CMD)
