@@ -324,11 +324,9 @@ class FileSink(RowSink):
         return list(self.file.add_columns(super().stream_columns()))
 
     def process_batch(self, context: dict) -> None:
-        rows, self.rows, self.buffered_bytes = self.rows, [], 0
+        rows, token = self.take_buffer()
         if not rows:
             return
-        token = object()
-        self.parts.checkpoint.move(self, token)
         file, columns = self.file, self.columns
         file.batches += 1
         self.rows_sent += len(rows)

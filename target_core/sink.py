@@ -171,6 +171,15 @@ class RowSink(BatchSink, abc.ABC):
         return (self._batch_records_read >= self.batch_limit
                 or self.buffered_bytes >= self.max_batch_bytes)
 
+    def take_buffer(self) -> tuple[list[Any], object]:
+        """The buffered rows, and the checkpoint key their records are now open under
+        (empty rows: nothing was buffered). The buffer starts afresh."""
+        rows, self.rows, self.buffered_bytes = self.rows, [], 0
+        token = object()
+        if rows:
+            self.parts.checkpoint.move(self, token)
+        return rows, token
+
     def start_drain(self) -> dict:
         # The lean path skips the per-record metric call; its records are counted here.
         if self.lean_records:
@@ -195,11 +204,9 @@ class CoreSink(RowSink):
         `prepared` is what `prepare_batch` returned for these rows."""
 
     def process_batch(self, context: dict) -> None:
-        rows, self.rows, self.buffered_bytes = self.rows, [], 0
+        rows, token = self.take_buffer()
         if not rows:
             return
-        token = object()
-        self.parts.checkpoint.move(self, token)
         number = self.batches_sent = self.batches_sent + 1
         self.parts.uploader.submit(
             token, lambda: self.prepare_batch(rows), lambda ready: self._send(rows, ready, number)

@@ -64,6 +64,18 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
 
 
 @pytest.fixture
+def echo_server(tmp_path: Path) -> Iterator[SandboxServer]:
+    """A sandbox serving only the echo emulator (tests/echoplatform.py)."""
+    from echoplatform import EchoEmulator
+
+    server = SandboxServer(tmp_path / "sandbox", emulators=[EchoEmulator]).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def gn_config(sandbox: Sandbox) -> dict[str, Any]:
     """A working config for the sandbox (no client-side rate limit, fast tests)."""
     return {

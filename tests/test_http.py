@@ -9,14 +9,12 @@ import logging
 import os
 import time
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import requests
-from echoplatform import EchoEmulator
 
 from target_core.errors import TargetError
 from target_core.http import ApiSession, HttpStatusError, MultipartFile, poll
@@ -27,12 +25,8 @@ TOKEN = "Bearer echo-secret-token"
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[SandboxServer]:
-    server = SandboxServer(tmp_path / "sandbox", emulators=[EchoEmulator]).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def server(echo_server: SandboxServer) -> SandboxServer:
+    return echo_server
 
 
 @pytest.fixture

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from echoplatform import EchoEmulator
 
 from target_core.sandbox import (
     ApiError,
@@ -29,12 +27,8 @@ from target_core.sandbox import (
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[SandboxServer]:
-    server = SandboxServer(tmp_path / "sandbox", emulators=[EchoEmulator]).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def server(echo_server: SandboxServer) -> SandboxServer:
+    return echo_server
 
 
 def url(server: SandboxServer, path: str) -> str:
