@@ -119,7 +119,7 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 class ApiSession:
-    """POSTs to one platform's API with the behaviour described in the module docstring."""
+    """Calls one platform's API with the behaviour described in the module docstring."""
 
     def __init__(
         self,
@@ -147,7 +147,20 @@ class ApiSession:
         self, route: str, body: bytes, content_type: str = "application/json"
     ) -> requests.Response:
         """POST `body` to `route`; returns a 2xx response or raises `HttpStatusError`."""
+        return self.request("POST", route, body, content_type)
+
+    def request(
+        self,
+        method: str,
+        route: str,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        params: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """Any method, with the retries, rate limit and errors of `post` (GET and DELETE
+        routes exist too: a table read back, a truncate)."""
         url = f"{self.base_url}/{route.lstrip('/')}"
+        headers = {"Content-Type": content_type} if body is not None else {}
         waits = backoff.expo(base=2, factor=self.backoff_base, max_value=self.backoff_max)
         next(waits)  # the generator's first value is a placeholder
         attempt = 0
@@ -157,14 +170,14 @@ class ApiSession:
             started = time.monotonic()
             self.calls += 1
             try:
-                response = self.session.post(
-                    url, data=body, headers={"Content-Type": content_type}, timeout=self.timeout
+                response = self.session.request(
+                    method, url, data=body, params=params, headers=headers, timeout=self.timeout
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 problem, response = f"{type(exc).__name__} (no answer)", None
             else:
-                logger.debug("POST %s -> %d in %.2f s (%d bytes sent)", route,
-                             response.status_code, time.monotonic() - started, len(body))
+                logger.debug("%s %s -> %d in %.2f s (%d bytes sent)", method, route,
+                             response.status_code, time.monotonic() - started, len(body or b""))
                 if response.status_code < 400:
                     return response
                 if response.status_code not in RETRY_STATUSES:
