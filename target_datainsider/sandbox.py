@@ -158,11 +158,12 @@ def parse_moment(column: dict[str, Any], value: Any) -> dt.datetime:
 
 
 def _date_text(class_name: str, moment: dt.datetime) -> str:
+    naive = moment.replace(tzinfo=None)  # isoformat: 4-digit years below 1000 too
     if class_name == "date":
-        return f"{moment:%Y-%m-%d}"
+        return naive.date().isoformat()
     if class_name == "datetime":
-        return f"{moment:%Y-%m-%d %H:%M:%S}"
-    return f"{moment:%Y-%m-%d %H:%M:%S}.{moment.microsecond // 1000:03d}"
+        return naive.isoformat(" ", "seconds")
+    return naive.isoformat(" ", "milliseconds")
 
 
 # values -------------------------------------------------------------------------------------
