@@ -17,15 +17,19 @@ What it reproduces, as read in the open-source server:
 - ``ingestion/batch``: positional values in stored column order; a short row is skipped, a
   value that does not coerce, or a null in any non-string column (nullable or not, unless
   the column has a ``default_value``), drops the whole row; HTTP 200 with the counters;
-- ``ingestion/csv``: CSV text, missing trailing cells and empty non-string cells are NULL,
-  a cell that does not parse falls back to NULL too; ``{"succeed", "row_inserted"}``;
+- ``ingestion/csv``: CSV text; missing trailing cells and empty cells (strings too) are NULL,
+  a cell that does not convert falls back to the column's default or NULL, a row of NULLs
+  only is dropped; ``{"succeed", "row_inserted"}``;
 - ``DELETE ingestion/<db>/<tbl>`` truncates (``true`` even for a missing table);
 - requests over 5 MB (Finatra's default ``maxRequestSize``) get 413.
-Dates: a JSON integer is epoch milliseconds; a string is tried against each of the column's
-``input_formats`` (Java ``SimpleDateFormat`` patterns, parsed from the start of the text),
-then ``yyyy-MM-dd HH:mm:ss``, in the column's time zone (UTC by default).
+Dates (batch): a JSON integer is epoch milliseconds; a string is tried against each of the
+column's ``input_formats`` (Java ``SimpleDateFormat`` patterns, parsed from the start of the
+text) or, when it has none, ``yyyy-MM-dd HH:mm:ss``, in the column's time zone (UTC by
+default). CSV reads dates with the first input format only.
 What the emulator assumes where the source is silent: the body of a 413 (our envelope,
-reason ``request_too_large``), strict (not lenient) calendar dates.
+reason ``request_too_large``), strict (not lenient) calendar dates, a server in UTC (the CSV
+route parses dates in the JVM's zone), a CSV that does not parse is refused whole (the
+server's parser skips a malformed row).
 """
 
 from __future__ import annotations
@@ -133,28 +137,67 @@ def _zone(column: dict[str, Any]) -> dt.tzinfo:
         return dt.timezone.utc
 
 
+def _with_pattern(pattern: str, text: str, zone: dt.tzinfo) -> dt.datetime | None:
+    """`SimpleDateFormat(pattern).parse(text)`: from the start of the text, the rest ignored."""
+    regex = _compile_format(pattern)
+    match = regex.match(text) if regex else None
+    if match is None:
+        return None
+    parts = match.groupdict()
+    try:
+        moment = dt.datetime(int(parts.get("y") or 1970), int(parts.get("M") or 1),
+                             int(parts.get("d") or 1), int(parts.get("H") or 0),
+                             int(parts.get("m") or 0), int(parts.get("s") or 0), tzinfo=zone)
+        moment += dt.timedelta(milliseconds=int(parts.get("S") or 0))
+    except (ValueError, OverflowError):
+        return None
+    return moment.astimezone(dt.timezone.utc)
+
+
 def parse_moment(column: dict[str, Any], value: Any) -> dt.datetime:
-    """A date/datetime value -> an aware UTC datetime, as the server's parser reads it."""
+    """A date/datetime value of ingestion/batch -> an aware UTC datetime: a JSON integer is
+    epoch ms; a string is read with the first of `input_formats` that parses it or, only when
+    there are none, with `yyyy-MM-dd HH:mm:ss` (`DateTimeColumnParser`)."""
     if type(value) is int:
         return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=value)
     if type(value) is not str:
         raise Invalid("not a date")
-    for pattern in [*(column.get("input_formats") or []), DEFAULT_DATE_FORMAT]:
-        regex = _compile_format(pattern) if isinstance(pattern, str) else None
-        match = regex.match(value) if regex else None
-        if match is None:
-            continue
-        parts = match.groupdict()
-        try:
-            moment = dt.datetime(int(parts.get("y") or 1970), int(parts.get("M") or 1),
-                                 int(parts.get("d") or 1), int(parts.get("H") or 0),
-                                 int(parts.get("m") or 0), int(parts.get("s") or 0),
-                                 tzinfo=_zone(column))
-            moment += dt.timedelta(milliseconds=int(parts.get("S") or 0))
-        except (ValueError, OverflowError):
-            continue
-        return moment.astimezone(dt.timezone.utc)
+    zone = dt.timezone.utc if column["class_name"] == "date" else _zone(column)
+    for pattern in column.get("input_formats") or [DEFAULT_DATE_FORMAT]:
+        moment = _with_pattern(pattern, value, zone)
+        if moment is not None:
+            return moment
     raise Invalid("no date format matches")
+
+
+def csv_value(column: dict[str, Any], cell: str | None) -> Any:
+    """One CSV cell as `CsvReader.toRecord` stores it: what does not convert falls back to
+    the column's default_value, or NULL (dates: always NULL). Dates are read with the first
+    input format only (none: NULL), in the server's time zone (assumed UTC)."""
+    if cell is None:
+        return None
+    kind, text, default = column["class_name"], cell.strip(), column.get("default_value")
+    try:
+        if kind == "string":
+            return cell if cell else default
+        if kind in ("int32", "int64"):
+            return coerce(column, int(text))
+        if kind == "double":
+            return float(text)
+        if kind == "bool":
+            if text.lower() not in ("true", "false"):
+                return default
+            return text.lower() == "true"
+    except (Invalid, ValueError):
+        return default
+    if kind in DATE_CLASSES:
+        formats = column.get("input_formats") or []
+        digits = sum(char.isdigit() for char in text)
+        if not formats or (kind != "date" and (len(text) > 30 or digits < 5)):
+            return None
+        moment = _with_pattern(formats[0], text, dt.timezone.utc)
+        return None if moment is None else _date_text(kind, moment)
+    return text
 
 
 def _date_text(class_name: str, moment: dt.datetime) -> str:
@@ -195,7 +238,7 @@ def coerce(column: dict[str, Any], value: Any) -> Any:
         return number
     if kind in ("float", "double"):
         if type(value) is bool:
-            raise Invalid("not a number")
+            return float(value)
         try:
             return float(value)
         except (TypeError, ValueError):
@@ -661,23 +704,16 @@ class DataInsiderEmulator:
         try:  # the header is not skipped, whatever include_header says
             parsed = list(csv.reader(io.StringIO(data), delimiter=delimiter, quotechar='"',
                                      strict=True))
-        except csv.Error as exc:
-            raise DIError(400, "bad_request", f"unable to parse row: {exc}") from None
+        except csv.Error:
+            raise DIError(400, "bad_request", "unable to parse the file with current config, "
+                                              "please try again with another config") from None
         rows = []
         for cells in parsed:
-            if not cells:
-                continue  # a blank line
-            row = []
-            for i, column in enumerate(columns):
-                cell = cells[i] if i < len(cells) else None
-                if cell is None or (cell == "" and column["class_name"] != "string"):
-                    row.append(column.get("default_value"))
-                    continue
-                try:
-                    row.append(coerce(column, cell))
-                except Invalid:  # the converters return Option: a bad cell becomes NULL
-                    row.append(column.get("default_value"))
-            rows.append(row)
+            padded = [*cells, *[None] * (len(columns) - len(cells))]
+            row = [csv_value(column, cell) for column, cell in zip(columns, padded,
+                                                                    strict=False)]
+            if any(value is not None for value in row):  # rows of nulls only are dropped
+                rows.append(row)
         self.catalog.insert(table, rows, "csv")
         return Reply(200, {"succeed": True, "row_inserted": len(rows)})
 

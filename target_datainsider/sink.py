@@ -14,15 +14,16 @@ Column mapping (neutral type from `target_core.columns` -> DataInsider `class_na
 | text, time     | `string`     | strings (other values as JSON text)                 |
 
 Every column keeps the property name as its `display_name`; its `name` is the property
-name normalised the way DataInsider normalises it (accents folded, runs of anything but
-letters and digits -> `_`), so what is sent is what is stored.
+name normalised the way DataInsider normalises it (Vietnamese marks dropped, runs of
+anything but ASCII letters and digits -> `_`), so what is sent is what is stored.
 
 The first batch of each schema version prepares the table: schema registered (the table
 and database are created, new columns added), stored columns read back. Rows go out in
 the stored order; a stored type that differs from the schema's stops the run before any
-row is sent. `ingestion/batch` rejects a whole row for a null in a non-string column
-(even a nullable one), so a batch with such a null goes to `ingestion/csv`, which writes
-NULLs. Every answer's counts are checked against the rows sent.
+row is sent. `ingestion/batch` drops a whole row for a null in a non-string column (even
+a nullable one) and writes a null string as `""`, so a batch holding any null goes to
+`ingestion/csv`, which writes NULL (and, its one loss, reads an empty string as NULL too).
+Every answer's counts are checked against the rows sent.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,15 +61,22 @@ DATE_FORMAT = "yyyy-MM-dd"
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
 """DataInsider's request limit (Finatra's default `maxRequestSize`)."""
 
+_VIETNAMESE = str.maketrans(
+    "àáạảãâầấậẩẫăằắặẳẵèéẹẻẽêềếệểễìíịỉĩòóọỏõôồốộổỗơờớợởỡùúụủũưừứựửữỳýỵỷỹđ"
+    "ÀÁẠẢÃÂẤẦẨẪẬĂẮẰẲẴẶÉÈẺẼẸÊẾỀỂỄỆÍÌỈĨỊÓÒỎÕỌÔỐỒỔỖỘƠỚỜỞỠỢÚÙỦŨỤƯỨỪỬỮỰÝỲỶỸỴĐ",
+    "aaaaaaaaaaaaaaaaaeeeeeeeeeeeiiiiiooooooooooooooooouuuuuuuuuuuyyyyyd"
+    "AAAAAAAAAAAAAAAAAEEEEEEEEEEEIIIIIOOOOOOOOOOOOOOOOOUUUUUUUUUUUYYYYYD",
+)
 _NOT_ALNUM = re.compile(r"[^a-zA-Z0-9]+")
 _FRACTION = re.compile(r"\.([0-9]+)")
 
 
 def normalize_name(name: str) -> str:
-    """DataInsider's own rule (`ClickHouseUtils.normalizeString`): accents folded, every run
-    of characters other than ASCII letters and digits becomes `_`, case kept."""
-    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return _NOT_ALNUM.sub("_", folded)
+    """DataInsider's own rule (`ClickHouseUtils.normalizeString`, server HEAD): Vietnamese
+    letters lose their marks (only those: `ü` is not folded), the text is trimmed, every run
+    of characters other than ASCII letters and digits becomes one `_`."""
+    trimmed = name.translate(_VIETNAMESE).strip("".join(map(chr, range(33))))
+    return re.sub("_+", "_", _NOT_ALNUM.sub("_", trimmed))
 
 
 def utc_datetime_ms_text(value: Any) -> str | None:
@@ -115,9 +122,6 @@ class Layout:
 
     positions: tuple[int | None, ...]
     """Per stored (insertable) column: the index in our row, or None (a column we lack)."""
-    nullable_checks: tuple[int, ...]
-    """Stored positions of non-string columns: a null there makes the batch route drop
-    the row."""
     identity: bool
     """Our rows are already in stored order and complete."""
 
@@ -127,7 +131,6 @@ def stored_layout(load: TableLoad, ours: list[dict[str, Any]],
     """Match our columns to the stored ones by name; refuse a changed type."""
     index = {column["name"]: i for i, column in enumerate(ours)}
     positions: list[int | None] = []
-    checks: list[int] = []
     for column in stored:
         default = column.get("default_expression") or {}
         if isinstance(default, dict) and default.get("default_type") == "MATERIALIZED":
@@ -142,15 +145,13 @@ def stored_layout(load: TableLoad, ours: list[dict[str, Any]],
                 "type: change the column in DataInsider, or load into another table "
                 "(table_map)"
             )
-        if column.get("class_name") != "string":
-            checks.append(len(positions))
         positions.append(mine)
     missing = set(index) - {column.get("name") for column in stored}
     if missing:
         raise TargetError(f"stream '{load.stream}': {PLATFORM} table {load.qualified} has no "
                           f"column {', '.join(sorted(missing))} after the schema was sent")
     identity = positions == list(range(len(ours)))
-    return Layout(tuple(positions), tuple(checks), identity)
+    return Layout(tuple(positions), identity)
 
 
 def _csv_cell(value: Any) -> Any:
@@ -293,11 +294,10 @@ class DataInsiderSink(CoreSink):
             decoded = [[None if i is None else values[i] for i in positions]
                        for values in map(orjson.loads, rows)]
             payload = orjson.dumps(decoded)
-        if layout.nullable_checks and b"null" in payload:
+        if b"null" in payload:  # cheap test first: most batches have no null at all
             if decoded is None:
                 decoded = [orjson.loads(row) for row in rows]
-            checks = layout.nullable_checks
-            if any(row[i] is None for row in decoded for i in checks):
+            if any(None in row for row in decoded):
                 self._insert_csv(decoded, lines)
                 return
         counts = client.insert_batch(load.database, load.table, payload)
@@ -313,8 +313,9 @@ class DataInsiderSink(CoreSink):
     def _insert_csv(self, rows: list[list[Any]], lines: tuple[int, int]) -> None:
         load = self.load
         if load.csv_batches == 0:
-            self.logger.info("Stream '%s': a batch has nulls in non-string columns, which "
-                             "ingestion/batch would reject: such batches go to ingestion/csv",
+            self.logger.info("Stream '%s': batches with nulls go to ingestion/csv, which "
+                             "writes NULL (ingestion/batch drops a row with a null in a "
+                             "non-string column, and writes a null string as \"\")",
                              self.stream_name)
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")

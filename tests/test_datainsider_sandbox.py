@@ -182,9 +182,13 @@ def test_csv_writes_nulls_and_bad_cells_become_null(api: Api, server: SandboxSer
     header, first, second = api.rows("c", server)
     assert header["id"] is None and header["name"] == "name"  # "id" is no int64: NULL
     assert first == {"id": 1, "name": 'a, "quoted"\nline', "amount": None, "ok": True,
-                     "at": "2024-01-02 03:04:05.006", "day": None}
+                     "at": "2024-01-02 03:04:05.006", "day": None}  # day: no input format
     assert second == {"id": 2, "name": "b", "amount": None, "ok": None, "at": None,
                       "day": None}
+    nulls = api.ok("POST", "ingestion/csv", {"db_name": "shop", "tbl_name": "c",
+                                             "data": ',,,,,\n3,""\n'})
+    assert nulls == {"succeed": True, "row_inserted": 1}  # a row of NULLs only is dropped
+    assert api.rows("c", server)[-1]["name"] is None  # an empty string is NULL
     broken = api.call("POST", "ingestion/csv", {"db_name": "shop", "tbl_name": "c",
                                                 "data": '1,"never closed\n'})
     assert envelope(broken)[:2] == (400, "bad_request")
