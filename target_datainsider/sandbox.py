@@ -92,7 +92,7 @@ class Invalid(ValueError):
 # dates --------------------------------------------------------------------------------------
 _FORMAT_TOKENS = [("yyyy", "y", r"\d{1,4}"), ("MM", "M", r"\d{1,2}"), ("dd", "d", r"\d{1,2}"),
                   ("HH", "H", r"\d{1,2}"), ("mm", "m", r"\d{1,2}"), ("ss", "s", r"\d{1,2}"),
-                  ("SSS", "S", r"\d+")]
+                  ("SSS", "S", r"\d+"), ("XXX", "z", r"Z|[+-]\d{2}:\d{2}")]
 _format_cache: dict[str, re.Pattern[str] | None] = {}
 
 
@@ -149,6 +149,11 @@ def _with_pattern(pattern: str, text: str, zone: dt.tzinfo) -> dt.datetime | Non
                              int(parts.get("d") or 1), int(parts.get("H") or 0),
                              int(parts.get("m") or 0), int(parts.get("s") or 0), tzinfo=zone)
         moment += dt.timedelta(milliseconds=int(parts.get("S") or 0))
+        offset = parts.get("z")
+        if offset:  # an ISO 8601 zone in the text wins over the pattern's zone
+            minutes = 0 if offset == "Z" else (int(offset[1:3]) * 60 + int(offset[4:6])) * (
+                -1 if offset[0] == "-" else 1)
+            moment = moment.replace(tzinfo=dt.timezone(dt.timedelta(minutes=minutes)))
     except (ValueError, OverflowError):
         return None
     return moment.astimezone(dt.timezone.utc)

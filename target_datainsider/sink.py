@@ -9,7 +9,7 @@ Column mapping (neutral type from `target_core.columns` -> DataInsider `class_na
 | number         | `double`     | numbers                                             |
 | boolean        | `bool`       | `true` / `false`                                    |
 | date           | `date`       | `YYYY-MM-DD` (column `input_formats: [yyyy-MM-dd]`) |
-| datetime       | `datetime64` | `YYYY-MM-DD HH:MM:SS.mmm` in UTC (`timezone: UTC`)  |
+| datetime       | `datetime64` | `YYYY-MM-DD HH:MM:SS.mmmZ` (`timezone: UTC`)        |
 | json           | `string`     | JSON text of the object or array                    |
 | text, time     | `string`     | strings (other values as JSON text)                 |
 
@@ -56,7 +56,8 @@ CLASS_NAMES: dict[ColumnType, str] = {
     ColumnType.TEXT: "string",
     ColumnType.TIME: "string",
 }
-DATETIME_FORMAT = "yyyy-MM-dd HH:mm:ss.SSS"
+DATETIME_FORMAT = "yyyy-MM-dd HH:mm:ss.SSSXXX"
+"""With its zone designator, so neither route reads the time in the server's own zone."""
 DATE_FORMAT = "yyyy-MM-dd"
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
 """DataInsider's request limit (Finatra's default `maxRequestSize`)."""
@@ -80,7 +81,8 @@ def normalize_name(name: str) -> str:
 
 
 def utc_datetime_ms_text(value: Any) -> str | None:
-    """`YYYY-MM-DD HH:MM:SS.mmm` in UTC: DateTime64(3) keeps milliseconds."""
+    """`YYYY-MM-DD HH:MM:SS.mmmZ`, UTC: DateTime64(3) keeps milliseconds; the `Z` makes the
+    instant independent of the zone the server parses in (the CSV route uses its own)."""
     if value is None:
         return None
     seconds = conversions.utc_datetime_text(value)
@@ -89,7 +91,7 @@ def utc_datetime_ms_text(value: Any) -> str | None:
         digits = fraction.group(1)[:3] if fraction else ""
     else:  # a datetime from a stream map
         digits = f"{value.microsecond // 1000:03d}"
-    return f"{seconds}.{digits:0<3}"
+    return f"{seconds}.{digits:0<3}Z"
 
 
 def _boolean(value: Any) -> Any:

@@ -27,7 +27,8 @@ COLUMNS = [
     {"class_name": "double", "name": "amount", "display_name": "Amount", "is_nullable": True},
     {"class_name": "bool", "name": "ok", "display_name": "Ok", "is_nullable": True},
     {"class_name": "datetime64", "name": "at", "display_name": "At", "is_nullable": True,
-     "timezone": "UTC", "input_formats": ["yyyy-MM-dd HH:mm:ss.SSS"]},
+     "timezone": "UTC", "input_formats": ["yyyy-MM-dd HH:mm:ss.SSSXXX",
+                                          "yyyy-MM-dd HH:mm:ss.SSS"]},
     {"class_name": "date", "name": "day", "display_name": "Day", "is_nullable": True},
 ]
 
@@ -144,7 +145,7 @@ def test_batch_is_positional_with_the_null_quirk(api: Api, server: SandboxServer
                      {"class_name": "int32", "name": "n", "display_name": "N",
                       "is_nullable": True, "default_value": 7}])
     counts = api.batch("t", [
-        [1, "a", 1.5, True, "2024-01-02 03:04:05.678", "2024-01-02", 1, "extra dropped"],
+        [1, "a", 1.5, True, "2024-01-02 03:04:05.678+05:30", "2024-01-02", 1, "extra dropped"],
         [2, None, 2, "false", 1700000000123, "2024-01-03", None],  # string null -> "", n -> 7
         [3, "c", None, True, None, None, 1],  # nulls in nullable non-string columns: invalid
         [4, "d", "x", 1, "2024-01-02T03:04:05", "2024-02-30", 1],  # 3 bad fields: invalid
@@ -154,7 +155,7 @@ def test_batch_is_positional_with_the_null_quirk(api: Api, server: SandboxServer
                       "total_skipped_records": 1, "total_inserted_records": 2,
                       "total_failed_records": 0}
     assert api.rows("t", server) == [
-        {"id": 1, "name": "a", "amount": 1.5, "ok": True, "at": "2024-01-02 03:04:05.678",
+        {"id": 1, "name": "a", "amount": 1.5, "ok": True, "at": "2024-01-01 21:34:05.678",
          "day": "2024-01-02", "n": 1},
         {"id": 2, "name": "", "amount": 2.0, "ok": False, "at": "2023-11-14 22:13:20.123",
          "day": "2024-01-03", "n": 7},
@@ -177,7 +178,7 @@ def test_csv_writes_nulls_and_bad_cells_become_null(api: Api, server: SandboxSer
         "db_name": "shop", "tbl_name": "c",
         "csv_setting": {"include_header": True, "delimiter": ",", "add_batch_info": False},
         "data": 'id,name,amount,ok,at,day\n1,"a, ""quoted""\nline",,true,'
-                "2024-01-02 03:04:05.006,\n2,b,notanumber\n"})
+                "2024-01-02 03:04:05.006Z,\n2,b,notanumber\n"})
     assert answer == {"succeed": True, "row_inserted": 3}  # the header is a row too
     header, first, second = api.rows("c", server)
     assert header["id"] is None and header["name"] == "name"  # "id" is no int64: NULL
