@@ -4,7 +4,8 @@
     python demo/summary.py --data-dir .sandbox/demo [--dataset sandbox-dataset] [--rows 3]
 
 With --data-dir it runs `target-sandbox show` itself (the one next to this Python).
-Exits 1 when the sandbox holds no Graphite Note dataset with rows.
+Prints every platform's datasets or tables with rows; exits 1 when one of the platforms
+holds none.
 """
 
 from __future__ import annotations
@@ -35,16 +36,21 @@ def _cell(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def summarise(snapshot: dict[str, Any], only: str | None, rows: int) -> tuple[str, bool]:
+def _rows(lines: list[str], rows: list[dict[str, Any]], limit: int) -> None:
+    shown = rows[:limit]
+    if shown:
+        lines.append(f"  first {len(shown)} rows:")
+    for number, row in enumerate(shown, 1):
+        cells = "  ".join(f"{key}={_cell(value)}" for key, value in row.items())
+        lines.append(f"   {number}. {cells}")
+
+
+def graphite_note(snapshot: dict[str, Any], only: str | None, rows: int) -> list[str]:
     datasets = snapshot.get("graphitenote", {}).get("datasets", {})
     lines: list[str] = []
-    loaded = False
     for code, dataset in datasets.items():
-        if only and code != only:
+        if (only and code != only) or (not only and not dataset.get("row_count")):
             continue
-        if not only and not dataset.get("row_count"):
-            continue
-        loaded = loaded or bool(dataset.get("row_count"))
         lines.append(
             f"Graphite Note dataset {code!r} ({dataset.get('name')}): "
             f"{dataset.get('row_count')} rows, {len(dataset.get('columns', []))} columns, "
@@ -54,15 +60,39 @@ def summarise(snapshot: dict[str, Any], only: str | None, rows: int) -> tuple[st
             f"{c['name']} ({c.get('type')}/{c.get('subtype')})" for c in dataset.get("columns", [])
         )
         lines.append(f"  columns: {columns}")
-        shown = dataset.get("rows", [])[:rows]
-        if shown:
-            lines.append(f"  first {len(shown)} rows:")
-        for number, row in enumerate(shown, 1):
-            cells = "  ".join(f"{key}={_cell(value)}" for key, value in row.items())
-            lines.append(f"   {number}. {cells}")
-    if not lines:
-        lines.append("No Graphite Note dataset holds any rows.")
-    return "\n".join(lines), loaded
+        _rows(lines, dataset.get("rows", []), rows)
+    return lines
+
+
+def datainsider(snapshot: dict[str, Any], rows: int) -> list[str]:
+    databases = snapshot.get("datainsider", {}).get("databases", {})
+    lines: list[str] = []
+    for db, database in databases.items():
+        for name, table in database.get("tables", {}).items():
+            if not table.get("row_count"):
+                continue
+            lines.append(
+                f"DataInsider table {db}.{name} ({table.get('table_type')}): "
+                f"{table.get('row_count')} rows, {len(table.get('columns', []))} columns, "
+                f"{table.get('batch_calls')} batch + {table.get('csv_calls')} CSV inserts, "
+                f"{table.get('truncates')} truncates"
+            )
+            columns = ", ".join(f"{c['name']} ({c['class_name']})" for c in table["columns"])
+            lines.append(f"  columns: {columns}")
+            _rows(lines, table.get("rows", []), rows)
+    return lines
+
+
+def summarise(snapshot: dict[str, Any], only: str | None, rows: int) -> tuple[str, bool]:
+    lines: list[str] = []
+    loaded = True
+    for platform, found in (("Graphite Note", graphite_note(snapshot, only, rows)),
+                            ("DataInsider", datainsider(snapshot, rows))):
+        if not found:
+            found = [f"No {platform} dataset or table holds any rows."]
+            loaded = False
+        lines += [*found, ""]
+    return "\n".join(lines).rstrip(), loaded
 
 
 def main(argv: list[str] | None = None) -> int:

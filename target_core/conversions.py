@@ -83,7 +83,8 @@ def utc_datetime_text(value: Any) -> str | None:
     elif type(value) is str and len(value) >= 19 and value[13:14] == value[16:17] == ":" \
             and value[4:5] == value[7:8] == "-":
         return f"{value[:10]} {value[11:19]}"  # already UTC and YYYY-MM-DDTHH:MM:SS: slice
-    return f"{parsed:%Y-%m-%d %H:%M:%S}"
+    # isoformat, not strftime: %Y does not pad years below 1000 ("201-12-31")
+    return parsed.replace(tzinfo=None).isoformat(" ", "seconds")
 
 
 def date_text(value: Any) -> str | None:

@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,12 @@ import pytest
 import requests
 
 from target_core.sandbox import SandboxServer
+from target_datainsider.sandbox import SANDBOX_API_KEY
 from target_graphitenote.sandbox import SANDBOX_DATASET_CODE, SANDBOX_TOKEN, SANDBOX_USER_CODE
 
 TARGET_CMD = [sys.executable, "-m", "target_graphitenote"]
+DI_CMD = [sys.executable, "-m", "target_datainsider"]
+DI_DATABASE = "shop"
 
 
 class Sandbox:
@@ -29,6 +33,7 @@ class Sandbox:
         self.server = server
         self.url = server.url
         self.gn_url = server.api_url("graphitenote")
+        self.di_url = server.api_url("datainsider")
 
     def _control(self, method: str, route: str, body: Any = None) -> Any:
         response = requests.request(method, f"{self.url}/_sandbox/{route}", json=body, timeout=10)
@@ -43,6 +48,16 @@ class Sandbox:
 
     def rows(self, code: str = SANDBOX_DATASET_CODE) -> list[dict]:
         return self.dataset(code)["rows"]
+
+    def di_tables(self, database: str = DI_DATABASE) -> dict[str, dict]:
+        databases = self._control("GET", "state")["datainsider"]["databases"]
+        return databases.get(database, {}).get("tables", {})
+
+    def di_table(self, table: str, database: str = DI_DATABASE) -> dict:
+        return self.di_tables(database)[table]
+
+    def di_rows(self, table: str, database: str = DI_DATABASE) -> list[dict]:
+        return self.di_tables(database).get(table, {}).get("rows", [])
 
     def fault(self, **rule: Any) -> None:
         self._control("POST", "faults", rule)
@@ -85,6 +100,33 @@ def gn_config(sandbox: Sandbox) -> dict[str, Any]:
         "dataset_code": SANDBOX_DATASET_CODE,
         "rate_limit_per_minute": 0,
     }
+
+
+@pytest.fixture
+def di_config(sandbox: Sandbox) -> dict[str, Any]:
+    """A working target-datainsider config for the sandbox."""
+    return {"api_key": SANDBOX_API_KEY, "api_url": sandbox.di_url, "database": DI_DATABASE}
+
+
+@dataclass
+class Loading:
+    """One target against the sandbox, as tests shared by every platform see it."""
+
+    command: list[str]
+    config: dict[str, Any]
+    batch_route: str
+    """The sandbox path each batch of rows is sent to (for faults)."""
+    landed_ids: Callable[[], list[Any]]
+    """The `id` of every row the platform holds for stream `items`, in order."""
+
+
+@pytest.fixture(params=["graphitenote", "datainsider"])
+def loading(request: pytest.FixtureRequest, sandbox: Sandbox) -> Loading:
+    if request.param == "graphitenote":
+        return Loading(TARGET_CMD, request.getfixturevalue("gn_config"),
+                       "/graphitenote/api/dataset-fill", lambda: [r["id"] for r in sandbox.rows()])
+    return Loading(DI_CMD, request.getfixturevalue("di_config"), "/datainsider/api/ingestion/batch",
+                   lambda: [r["id"] for r in sandbox.di_rows("items")])
 
 
 # -- Singer messages ------------------------------------------------------------------------
@@ -133,19 +175,20 @@ def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
 
 
 def target_env(**extra: str) -> dict[str, str]:
-    """The environment without any TARGET_GRAPHITENOTE_* settings of the developer's own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_GRAPHITENOTE_")}
+    """The environment without any TARGET_* settings of the developer's own."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TARGET_GRAPHITENOTE_", "TARGET_DATAINSIDER_"))}
     env.update(extra)
     return env
 
 
 def run_target(
     tmp_path: Path, config: dict[str, Any], stdin: bytes, *, timeout: float = 60,
-    cmd: list[str] = TARGET_CMD, **env: str,
+    command: list[str] = TARGET_CMD, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """The real command line, as Meltano would run it (target-graphitenote unless `cmd`)."""
+    """The real command line, as Meltano would run it (target-graphitenote unless `command`)."""
     return subprocess.run(
-        [*cmd, "--config", str(write_config(tmp_path, config))],
+        [*command, "--config", str(write_config(tmp_path, config))],
         input=stdin.decode(), capture_output=True, text=True, timeout=timeout,
         env=target_env(**env), check=False,
     )
@@ -187,11 +230,11 @@ def sandbox_url(tmp_path: Path) -> Iterator[str]:
 
 def spawn_target(
     tmp_path: Path, config: dict[str, Any], stdin: bytes | None = None,
-    stderr: int = subprocess.DEVNULL, cmd: list[str] = TARGET_CMD,
+    stderr: int = subprocess.DEVNULL, command: list[str] = TARGET_CMD,
 ) -> subprocess.Popen[bytes]:
     """The real command line as a running process. With `stdin` bytes, a thread writes them
     and closes the pipe (the target may be killed meanwhile); without, the pipe stays open."""
-    proc = subprocess.Popen([*cmd, "--config", str(write_config(tmp_path, config))],
+    proc = subprocess.Popen([*command, "--config", str(write_config(tmp_path, config))],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                             env=target_env())
     if stdin is not None:

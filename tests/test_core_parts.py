@@ -52,6 +52,7 @@ def test_column_names_are_safe_and_unique() -> None:
     ("2024-01-01T10:00+00:00", "2024-01-01 10:00:00"),  # no seconds
     ("2024-01-01T100000.5Z", "2024-01-01 10:00:00"),  # ISO basic time
     ("2024-W01-1T10:00:00", "2024-01-01 10:00:00"),  # ISO week date
+    ("0201-12-31T23:59:59+01:00", "0201-12-31 22:59:59"),  # a year below 1000 keeps 4 digits
     (None, None),
 ])
 def test_datetimes_become_utc_text(value: str | None, expected: str | None) -> None:

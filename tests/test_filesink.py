@@ -119,7 +119,7 @@ def test_rows_land_exactly_one_file_per_stream_and_state_at_the_end(
         record("typed", {"id": 3, "at": "0999-01-01T00:00:00Z"}),
         state({"n": 3}),
     ]
-    run = run_target(tmp_path, config, lines(messages), cmd=CMD)
+    run = run_target(tmp_path, config, lines(messages), command=CMD)
     assert run.returncode == 0, run.stderr
     landed = files.streams()
     assert "empty" not in landed, "a stream with no records changes nothing"
@@ -146,7 +146,7 @@ def test_a_schema_change_mid_stream_gives_one_file_with_the_union(
     messages = [schema("s", v1), record("s", {"id": 1, "label": "one"}),
                 schema("s", v2), record("s", {"id": 2, "label": 22, "extra": "x"}),
                 state({"done": True})]
-    run = run_target(tmp_path, config, lines(messages), cmd=CMD)
+    run = run_target(tmp_path, config, lines(messages), command=CMD)
     assert run.returncode == 0, run.stderr
     landed = files.streams()["s"]
     assert len(landed["files"]) == 1
@@ -159,7 +159,7 @@ def test_no_state_before_the_platform_confirms(
         tmp_path: Path, files: Files, config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(FilesEmulator.job_seconds, "a", 1.5)
     monkeypatch.setitem(FilesEmulator.job_seconds, "b", 1.5)
-    proc = spawn_target(tmp_path, config, lines(two_streams()), cmd=CMD)
+    proc = spawn_target(tmp_path, config, lines(two_streams()), command=CMD)
     assert proc.stdout is not None
     first = proc.stdout.readline()
     landed = files.streams()  # the moment the first STATE is out
@@ -176,7 +176,7 @@ def test_no_state_before_the_platform_confirms(
 def test_a_kill_between_upload_and_confirmation_leaves_no_state_past_the_data(
         tmp_path: Path, files: Files, config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(FilesEmulator.job_seconds, "b", 2.0)
-    proc = spawn_target(tmp_path, config, lines(two_streams()), cmd=CMD)
+    proc = spawn_target(tmp_path, config, lines(two_streams()), command=CMD)
     files.wait_for(lambda: [r for r in files.calls("/streams/b/commit") if r["status"] == 202],
                    "stream b's upload and commit")
     proc.send_signal(signal.SIGKILL)  # uploaded, its commit job still running
@@ -187,7 +187,7 @@ def test_a_kill_between_upload_and_confirmation_leaves_no_state_past_the_data(
     files.wait_for(lambda: [j["state"] for j in files.jobs()] == ["succeeded"] * 2,
                    "the orphaned job to end")  # the platform finishes what it accepted
 
-    resumed = run_target(tmp_path, config, lines(two_streams(last + 1)), cmd=CMD)
+    resumed = run_target(tmp_path, config, lines(two_streams(last + 1)), command=CMD)
     assert resumed.returncode == 0, resumed.stderr
     everything = ids(files, "a") + ids(files, "b")
     assert set(everything) == set(range(1, 601)), "records were lost"
@@ -206,7 +206,7 @@ def test_a_failed_upload_ends_the_run_with_one_line_and_no_spool(
         max_file_bytes: int | None) -> None:
     files.fault(method="POST", path=f"{API}/streams/*/files", **fault)
     config.update(max_retries=1, max_file_bytes=max_file_bytes)
-    run = run_target(tmp_path, config, lines(two_streams(1, 2000, split=1000)), cmd=CMD)
+    run = run_target(tmp_path, config, lines(two_streams(1, 2000, split=1000)), command=CMD)
     message = error_line(run, PREFIX)
     assert "stream 'a'" in message or "streams/a/files" in message, message
     assert states_of(run.stdout) == []
@@ -217,14 +217,14 @@ def test_a_failed_upload_ends_the_run_with_one_line_and_no_spool(
 def test_a_stream_without_destination_fails_at_its_schema(
         tmp_path: Path, files: Files, config: dict, spool: Path) -> None:
     config["refuse_streams"] = ["b"]
-    run = run_target(tmp_path, config, lines(two_streams(1, 10, split=5)), cmd=CMD)
+    run = run_target(tmp_path, config, lines(two_streams(1, 10, split=5)), command=CMD)
     assert "no destination for stream 'b'" in error_line(run, PREFIX)
     assert files.requests() == [] and list(spool.iterdir()) == []
 
 
 def test_a_busy_destination_is_waited_out(tmp_path: Path, files: Files, config: dict) -> None:
     files.fault(method="POST", path=f"{API}/streams/*/commit", status=409, times=2)
-    run = run_target(tmp_path, config, lines(two_streams(1, 20, split=20)), cmd=CMD)
+    run = run_target(tmp_path, config, lines(two_streams(1, 20, split=20)), command=CMD)
     assert run.returncode == 0, run.stderr
     assert [r["status"] for r in files.calls("/commit")] == [409, 409, 202]
     assert ids(files, "a") == list(range(1, 21))
@@ -233,7 +233,7 @@ def test_a_busy_destination_is_waited_out(tmp_path: Path, files: Files, config: 
 def test_a_size_limit_splits_files_and_each_confirmed_upload_moves_state(
         tmp_path: Path, files: Files, config: dict) -> None:
     config.update(max_file_bytes=2000, confirm="upload", batch_size_rows=50)
-    run = run_target(tmp_path, config, lines(two_streams(1, 1200, split=600)), cmd=CMD)
+    run = run_target(tmp_path, config, lines(two_streams(1, 1200, split=600)), command=CMD)
     assert run.returncode == 0, run.stderr
     landed = files.streams()
     assert len(landed["a"]["files"]) >= 3 and len(landed["b"]["files"]) >= 3
@@ -245,7 +245,7 @@ def test_a_size_limit_splits_files_and_each_confirmed_upload_moves_state(
 
 def _spawn_with_open_stdin(tmp_path: Path, config: dict, messages: list[dict]
                            ) -> subprocess.Popen[bytes]:
-    proc = spawn_target(tmp_path, config, stderr=subprocess.PIPE, cmd=CMD)
+    proc = spawn_target(tmp_path, config, stderr=subprocess.PIPE, command=CMD)
     assert proc.stdin is not None
     proc.stdin.write(lines(messages))
     proc.stdin.flush()  # the pipe stays open: the tap is still running
@@ -284,7 +284,7 @@ def test_a_signal_keeps_confirmed_files_and_resumes_without_loss(
     assert list(spool.iterdir()) == []
 
     resumed = run_target(tmp_path, config, lines(two_streams(last + 1, 3000, split=3000)),
-                         cmd=CMD)
+                         command=CMD)
     assert resumed.returncode == 0, resumed.stderr
     everything = ids(files, "a")
     assert set(everything) == set(range(1, 3001))

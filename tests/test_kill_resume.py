@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    Loading,
     Sandbox,
     counter_stream,
     lines,
@@ -32,11 +33,12 @@ def bookmark(line: bytes) -> int:
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_run_resumes_without_loss(tmp_path: Path, sandbox: Sandbox, gn_config: dict,
+def test_killed_run_resumes_without_loss(tmp_path: Path, sandbox: Sandbox, loading: Loading,
                                          stop: signal.Signals) -> None:
-    sandbox.fault(path="/graphitenote/api/dataset-fill", delay=0.05, times=1000)
-    gn_config["batch_size_rows"] = 50
-    proc = spawn_target(tmp_path, gn_config, lines(counter_stream(1, TOTAL, state_every=37)))
+    sandbox.fault(path=loading.batch_route, delay=0.05, times=1000)
+    config = {**loading.config, "batch_size_rows": 50}
+    proc = spawn_target(tmp_path, config, lines(counter_stream(1, TOTAL, state_every=37)),
+                        command=loading.command)
     assert proc.stdout is not None
     for _ in range(3):  # the third STATE line: the run is well under way
         line = proc.stdout.readline()
@@ -47,13 +49,14 @@ def test_killed_run_resumes_without_loss(tmp_path: Path, sandbox: Sandbox, gn_co
     last = bookmark(emitted[-1])
     assert last < TOTAL, "the kill came too late to test anything"
 
-    landed = [r["id"] for r in sandbox.rows()]
+    landed = loading.landed_ids()
     assert set(range(1, last + 1)) <= set(landed), "a STATE was emitted ahead of its data"
 
-    resumed = run_target(tmp_path, gn_config, lines(counter_stream(last + 1, TOTAL,
-                                                                   state_every=37)))
+    resumed = run_target(tmp_path, config, lines(counter_stream(last + 1, TOTAL,
+                                                                state_every=37)),
+                         command=loading.command)
     assert resumed.returncode == 0, resumed.stderr
-    ids = [r["id"] for r in sandbox.rows()]
+    ids = loading.landed_ids()
     assert set(ids) == set(range(1, TOTAL + 1)), "records were lost"
     doubled = {i for i, n in Counter(ids).items() if n > 1}
     assert all(i > last for i in doubled), "only rows after the last STATE may be sent twice"

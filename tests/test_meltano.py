@@ -1,4 +1,5 @@
-"""End to end through Meltano: tap-jsonl -> target-graphitenote -> a sandbox in its own process.
+"""End to end through Meltano: tap-jsonl -> target-graphitenote and target-datainsider -> a
+sandbox in its own process.
 
 The project's meltano.yml and demo/customers.jsonl are copied into a temp dir (pip_url of the
 loader pointed at this checkout), so `.meltano/` (plugin venvs, state DB) never lands in the
@@ -17,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import sandbox_cmd
+
+from target_datainsider.target import TargetDataInsider
 
 REPO = Path(__file__).resolve().parents[1]
 MELTANO = Path(os.environ.get("MELTANO_BIN", REPO / ".venv-meltano" / "bin" / "meltano"))
@@ -37,7 +41,7 @@ def project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     (root / "demo").mkdir(parents=True)
     text = (REPO / "meltano.yml").read_text(encoding="utf-8")
-    assert text.count("pip_url: -e .\n") == 1, "meltano.yml: expected one `pip_url: -e .`"
+    assert text.count("pip_url: -e .\n") == 2, "meltano.yml: expected two `pip_url: -e .`"
     text = text.replace("pip_url: -e .\n", f"pip_url: -e {REPO}\n")
     (root / "meltano.yml").write_text(text, encoding="utf-8")
     shutil.copy(CUSTOMERS, root / "demo" / "customers.jsonl")
@@ -45,13 +49,15 @@ def project(tmp_path: Path) -> Path:
 
 
 def _env(sandbox_url: str) -> dict[str, str]:
-    drop = ("TARGET_GRAPHITENOTE_", "TAP_JSONL_", "MELTANO_", "VIRTUAL_ENV")
+    drop = ("TARGET_GRAPHITENOTE_", "TARGET_DATAINSIDER_", "TAP_JSONL_", "MELTANO_",
+            "VIRTUAL_ENV")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(
         MELTANO_SEND_ANONYMOUS_USAGE_STATS="false",
         MELTANO_CLI_DISABLE_VERSION_CHECK="1",
         UV_PYTHON_DOWNLOADS="never",
         TARGET_GRAPHITENOTE_API_URL=f"{sandbox_url}/graphitenote/api",
+        TARGET_DATAINSIDER_API_URL=f"{sandbox_url}/datainsider/api",
     )
     return env
 
@@ -73,7 +79,7 @@ def _meltano(project: Path, env: dict[str, str], *args: str, timeout: float = 12
     return result.stdout
 
 
-def _dataset(data_dir: Path) -> dict[str, Any]:
+def _shown(data_dir: Path) -> dict[str, Any]:
     shown = subprocess.run(
         [*sandbox_cmd(), "show", "--data-dir", str(data_dir)],
         capture_output=True,
@@ -81,7 +87,11 @@ def _dataset(data_dir: Path) -> dict[str, Any]:
         check=True,
         timeout=30,
     )
-    return json.loads(shown.stdout)["graphitenote"]["datasets"][DATASET]
+    return json.loads(shown.stdout)
+
+
+def _dataset(data_dir: Path) -> dict[str, Any]:
+    return _shown(data_dir)["graphitenote"]["datasets"][DATASET]
 
 
 def _utc_text(value: str) -> str:
@@ -138,3 +148,52 @@ def test_meltano_run_lands_every_customer(project: Path, sandbox_url: str, tmp_p
     assert again["row_count"] == len(expected)
     assert again["completes"] == 2
     assert [row["id"] for row in again["rows"]] == [record["id"] for record in expected]
+
+
+def _customers() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in CUSTOMERS.read_text(encoding="utf-8").splitlines()]
+
+
+def test_meltano_run_lands_every_customer_in_datainsider(project: Path, sandbox_url: str,
+                                                         tmp_path: Path) -> None:
+    env = _env(sandbox_url)
+    _meltano(project, env, "install", "loader", "target-datainsider", timeout=300)
+    _meltano(project, env, "install", "extractor", "tap-jsonl", timeout=300)
+    _meltano(project, env, "run", "tap-jsonl", "target-datainsider")
+    _meltano(project, env, "run", "tap-jsonl", "target-datainsider")  # overwrite: no doubles
+
+    expected = _customers()
+    table = _shown(tmp_path / "sandbox")["datainsider"]["databases"]["demo"]["tables"][
+        "customers"]
+    assert (table["truncates"], table["row_count"]) == (2, len(expected))
+    assert table["csv_calls"] == 2  # some addresses are null: the batch goes as CSV
+    types = {column["name"]: column["class_name"] for column in table["columns"]}
+    assert list(types.items())[:9] == [
+        ("id", "int64"), ("name", "string"), ("email", "string"), ("country", "string"),
+        ("signup_at", "datetime64"), ("lifetime_value", "double"), ("is_active", "bool"),
+        ("tags", "string"), ("address", "string"),
+    ]  # fmt: skip
+    assert not {"_sdc_filename", "_sdc_stream"} & set(types)  # dropped by the tap's stream map
+    rows = table["rows"]
+    assert [row["id"] for row in rows] == [record["id"] for record in expected]
+    for row, record in zip(rows, expected, strict=True):
+        where = f"customer {record['id']}"
+        assert row["name"] == record["name"], where
+        assert row["email"] == record["email"], where
+        assert row["signup_at"][:19] == _utc_text(record["signup_at"]), where
+        assert row["lifetime_value"] == record["lifetime_value"], where
+        assert row["is_active"] is record["is_active"], where
+        assert json.loads(row["tags"]) == record["tags"], where
+        if record["address"] is None:
+            assert row["address"] is None, where  # the batch went as CSV: NULL kept
+        else:
+            assert json.loads(row["address"]) == record["address"], where
+
+
+def test_meltano_yml_declares_every_datainsider_setting_and_both_keys_sensitive() -> None:
+    project = yaml.safe_load((REPO / "meltano.yml").read_text(encoding="utf-8"))
+    (loader,) = [p for p in project["plugins"]["loaders"] if p["name"] == "target-datainsider"]
+    settings = {setting["name"]: setting for setting in loader["settings"]}
+    assert set(TargetDataInsider.config_jsonschema["properties"]) <= set(settings)
+    sensitive = {name for name, setting in settings.items() if setting.get("sensitive")}
+    assert sensitive == {"api_key", "lake_api_key"}

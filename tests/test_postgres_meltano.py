@@ -1,4 +1,5 @@
-"""Incremental end to end: PostgreSQL -> meltanolabs-tap-postgres -> Meltano -> target-graphitenote.
+"""Incremental end to end: PostgreSQL -> meltanolabs-tap-postgres -> Meltano -> each target
+(target-graphitenote, target-datainsider: the same test, parametrized by `Loader`).
 
 A throwaway PostgreSQL cluster (port and socket of its own, 127.0.0.1 only, server time zone
 Asia/Kolkata so the UTC conversion is really exercised) holds `orders`: 25,000 rows with
@@ -44,7 +45,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -59,7 +60,6 @@ MELTANO = Path(os.environ.get("MELTANO_BIN", REPO / ".venv-meltano" / "bin" / "m
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 TAP_PIP_URL = "meltanolabs-tap-postgres==0.10.0"
 STREAM = "public-orders"
-STATE_ID = "dev:tap-postgres-to-target-graphitenote"
 DATASET = "sandbox-dataset"
 ROWS = 25_000  # the tap emits STATE every 10,000 records: two mid-run STATEs
 BATCH_ROWS = 700  # 10,000 is no multiple of it: a STATE always waits on a part-filled batch
@@ -207,17 +207,51 @@ def _seed(pg: Postgres) -> None:
 # -- sandbox ----------------------------------------------------------------------------------
 
 
-def _landed(sandbox_url: str) -> list[dict[str, Any]]:
+def _shown(sandbox_url: str) -> dict[str, Any]:
     response = requests.get(f"{sandbox_url}/_sandbox/state", timeout=60)
     response.raise_for_status()
-    return response.json()["graphitenote"]["datasets"][DATASET]["rows"]
+    return response.json()
 
 
-def _columns(sandbox_url: str) -> dict[str, dict[str, Any]]:
-    response = requests.get(f"{sandbox_url}/_sandbox/state", timeout=60)
-    response.raise_for_status()
-    dataset = response.json()["graphitenote"]["datasets"][DATASET]
-    return {column["name"]: column for column in dataset["columns"]}
+@dataclass(frozen=True)
+class Loader:
+    """What the test needs to know of one target: its config and where its rows land."""
+
+    name: str
+    config: Callable[[str], dict[str, Any]]
+    """sandbox URL -> the loader's config in the temp project."""
+    batch_route: str
+    table: Callable[[dict[str, Any]], dict[str, Any]]
+    """`/_sandbox/state` -> the dataset or table the orders land in."""
+    column_types: dict[str, str]
+    """Column -> its platform type (GN subtype, DataInsider class_name)."""
+
+    @property
+    def state_id(self) -> str:
+        return f"dev:tap-postgres-to-{self.name}"
+
+    def landed(self, sandbox_url: str) -> list[dict[str, Any]]:
+        return self.table(_shown(sandbox_url))["rows"]
+
+    def types(self, sandbox_url: str) -> dict[str, str]:
+        columns = self.table(_shown(sandbox_url))["columns"]
+        return {c["name"]: c.get("subtype") or c["class_name"] for c in columns}
+
+
+LOADERS = [
+    Loader("target-graphitenote",
+           lambda url: {"api_url": f"{url}/graphitenote/api", "api_token": "gn-sandbox-token",
+                        "user_code": "gn-sandbox-user", "dataset_code": DATASET},
+           "/graphitenote/api/dataset-fill",
+           lambda shown: shown["graphitenote"]["datasets"][DATASET],
+           {"amount": "numeric", "updated_at": "datetime"}),
+    Loader("target-datainsider",
+           lambda url: {"api_url": f"{url}/datainsider/api", "api_key": "di-sandbox-key",
+                        "database": "shop"},
+           "/datainsider/api/ingestion/batch",
+           lambda shown: shown["datainsider"]["databases"]["shop"]["tables"]["public_orders"],
+           {"id": "int64", "amount": "double", "updated_at": "datetime64"}),
+]
 
 
 # -- Meltano ----------------------------------------------------------------------------------
@@ -242,17 +276,13 @@ def _setting(name: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
     return {"name": name, "kind": kind, **extra}
 
 
-def _write_project(root: Path, pg: Postgres, sandbox_url: str) -> None:
+def _write_project(root: Path, pg: Postgres, sandbox_url: str, target: Loader) -> None:
     """meltano.yml: the repo's loader (from this checkout) and a custom tap-postgres."""
     repo_project = yaml.safe_load((REPO / "meltano.yml").read_text(encoding="utf-8"))
-    (loader,) = [p for p in repo_project["plugins"]["loaders"]
-                 if p["name"] == "target-graphitenote"]
+    (loader,) = [p for p in repo_project["plugins"]["loaders"] if p["name"] == target.name]
     loader["pip_url"] = f"-e {REPO}"
     loader["config"] = {
-        "api_url": f"{sandbox_url}/graphitenote/api",
-        "api_token": "gn-sandbox-token",  # the sandbox's fixed token
-        "user_code": "gn-sandbox-user",
-        "dataset_code": DATASET,
+        **target.config(sandbox_url),  # the sandbox's fixed credentials
         "load_method": "append-only",
         "rate_limit_per_minute": 0,
         "batch_size_rows": BATCH_ROWS,
@@ -314,14 +344,14 @@ def _meltano(project: Path, *args: str, timeout: float = 120,
     return result
 
 
-def _stored_bookmark(project: Path) -> str | None:
+def _stored_bookmark(project: Path, state_id: str) -> str | None:
     """The bookmark in Meltano's system DB, read directly (fast enough to poll mid-run)."""
     db = project / ".meltano" / "meltano.db"
     if not db.exists():
         return None
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as con:
         row = con.execute("SELECT partial_state, completed_state FROM state WHERE state_id = ?",
-                          (STATE_ID,)).fetchone()
+                          (state_id,)).fetchone()
     for blob in row or ():
         if blob:
             value = json.loads(blob).get("singer_state", {}).get("bookmarks", {}).get(STREAM, {})
@@ -334,25 +364,25 @@ def _system_db(project: Path) -> sqlite3.Connection:
     return sqlite3.connect(project / ".meltano" / "meltano.db", timeout=10)
 
 
-def _age_running_jobs(project: Path) -> None:
+def _age_running_jobs(project: Path, state_id: str) -> None:
     """Move the heartbeat of RUNNING jobs 6 minutes back, as if the next run came that much
     later (Meltano 4.4 fails a RUNNING job as stale after 5 minutes without a heartbeat)."""
     with contextlib.closing(_system_db(project)) as con, con:
         aged = con.execute(
             "UPDATE runs SET last_heartbeat_at = datetime(last_heartbeat_at, '-6 minutes')"
-            " WHERE job_name = ? AND state = 'RUNNING'", (STATE_ID,)).rowcount
+            " WHERE job_name = ? AND state = 'RUNNING'", (state_id,)).rowcount
     assert aged == 1, "expected exactly one RUNNING job: the killed run"
 
 
-def _job_states(project: Path) -> list[str]:
+def _job_states(project: Path, state_id: str) -> list[str]:
     with contextlib.closing(_system_db(project)) as con:
         return [state for (state,) in con.execute(
-            "SELECT state FROM runs WHERE job_name = ? ORDER BY id", (STATE_ID,))]
+            "SELECT state FROM runs WHERE job_name = ? ORDER BY id", (state_id,))]
 
 
-def _state_get(project: Path) -> dict[str, Any]:
+def _state_get(project: Path, state_id: str) -> dict[str, Any]:
     """The state the next run will pass to the tap (`meltano state get`)."""
-    out = _meltano(project, "state", "get", STATE_ID).stdout
+    out = _meltano(project, "state", "get", state_id).stdout
     return json.loads(out)["singer_state"]["bookmarks"][STREAM]
 
 
@@ -373,7 +403,7 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _run_and_kill_after_first_state(project: Path) -> str:
+def _run_and_kill_after_first_state(project: Path, loader: Loader) -> str:
     """`meltano run` in a session of its own; SIGKILL the group right after Meltano stored a
     state with a bookmark (it logs STATE_STORED once the state is saved). The bookmark."""
 
@@ -382,7 +412,7 @@ def _run_and_kill_after_first_state(project: Path) -> str:
             os.killpg(proc.pid, signal.SIGKILL)  # meltano, the tap and the target
 
     proc = subprocess.Popen(
-        [str(MELTANO), "run", "tap-postgres", "target-graphitenote"], cwd=project,
+        [str(MELTANO), "run", "tap-postgres", loader.name], cwd=project,
         env=_meltano_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )
@@ -394,7 +424,7 @@ def _run_and_kill_after_first_state(project: Path) -> str:
         assert proc.stderr is not None
         for line in proc.stderr:
             log.append(line)
-            if STATE_STORED in line and (bookmark := _stored_bookmark(project)):
+            if STATE_STORED in line and (bookmark := _stored_bookmark(project, loader.state_id)):
                 kill()
                 break
     finally:
@@ -425,14 +455,17 @@ def _check_values(landed: list[dict[str, Any]], source: dict[int, dict[str, Any]
         assert isinstance(row["amount"], (int, float)), where
         assert Decimal(str(row["amount"])) == expected["amount"], where
         assert row["status"] == expected["status"], where
-        assert row["updated_at"] == expected["updated_at"], where
+        # DataInsider's DateTime64(3) shows milliseconds: postgres' are 0 here
+        assert row["updated_at"] in (expected["updated_at"], expected["updated_at"] + ".000"), \
+            where
 
 
 # -- the test ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("loader", LOADERS, ids=[loader.name for loader in LOADERS])
 def test_killed_incremental_run_resumes_from_meltano_state(
-    postgres: Postgres, sandbox_url: str, tmp_path: Path
+    postgres: Postgres, sandbox_url: str, tmp_path: Path, loader: Loader
 ) -> None:
     _require(MELTANO.exists(), f"{MELTANO} is missing: `make meltano-venv` installs it")
     _seed(postgres)
@@ -440,16 +473,16 @@ def test_killed_incremental_run_resumes_from_meltano_state(
     assert len(source) == ROWS
     assert any(not name.isascii() for name in (r["customer"] for r in source.values()))
     project = tmp_path / "project"
-    _write_project(project, postgres, sandbox_url)
+    _write_project(project, postgres, sandbox_url, loader)
     _meltano(project, "install", timeout=300)
 
     # run 1: killed right after Meltano stored the first mid-run STATE
     requests.post(f"{sandbox_url}/_sandbox/faults", timeout=10, json={
-        "path": "/graphitenote/api/dataset-fill", "delay": 0.05, "times": 10_000,
+        "path": loader.batch_route, "delay": 0.05, "times": 10_000,
     }).raise_for_status()  # slower fills: the run is still going when the state is stored
-    raw_bookmark = _run_and_kill_after_first_state(project)
+    raw_bookmark = _run_and_kill_after_first_state(project, loader)
     requests.delete(f"{sandbox_url}/_sandbox/faults", timeout=10).raise_for_status()
-    stored = _state_get(project)
+    stored = _state_get(project, loader.state_id)
     assert stored["replication_key"] == "updated_at"
     assert stored["replication_key_value"] == raw_bookmark
     bookmark = _utc(raw_bookmark)
@@ -457,7 +490,7 @@ def test_killed_incremental_run_resumes_from_meltano_state(
     assert bookmark < last, "the kill came too late to test anything"
     up_to = {i for i, row in source.items() if row["updated_at"] <= bookmark}
     assert len(up_to) == 10_000  # the tap's first STATE comes after 10,000 records
-    after_run1 = _landed(sandbox_url)
+    after_run1 = loader.landed(sandbox_url)
     landed_ids = {row["id"] for row in after_run1}
     assert up_to <= landed_ids, "Meltano stored a STATE ahead of the data in the dataset"
     assert len(after_run1) < ROWS
@@ -465,13 +498,14 @@ def test_killed_incremental_run_resumes_from_meltano_state(
     # run 2: within 5 minutes of the kill a plain `meltano run` refuses (the killed job is
     # still RUNNING with a fresh heartbeat); once its heartbeat is older than that, a plain
     # `meltano run` marks it failed and resumes from the stored state
-    refused = _meltano(project, "run", "tap-postgres", "target-graphitenote", expect=1)
+    refused = _meltano(project, "run", "tap-postgres", loader.name, expect=1)
     assert "is already running" in refused.stderr + refused.stdout
-    assert len(_landed(sandbox_url)) == len(after_run1)
-    _age_running_jobs(project)  # instead of waiting 5 minutes
-    _meltano(project, "run", "tap-postgres", "target-graphitenote")
-    assert _job_states(project) == ["FAIL", "SUCCESS"]  # the killed run: failed as stale
-    after_run2 = _landed(sandbox_url)
+    assert len(loader.landed(sandbox_url)) == len(after_run1)
+    _age_running_jobs(project, loader.state_id)  # instead of waiting 5 minutes
+    _meltano(project, "run", "tap-postgres", loader.name)
+    # the killed run: failed as stale
+    assert _job_states(project, loader.state_id) == ["FAIL", "SUCCESS"]
+    after_run2 = loader.landed(sandbox_url)
     added = Counter(row["id"] for row in after_run2[len(after_run1):])
     from_bookmark = {i for i, row in source.items() if row["updated_at"] >= bookmark}
     assert set(added) == from_bookmark, "run 2 did not start at the stored bookmark"
@@ -482,10 +516,9 @@ def test_killed_incremental_run_resumes_from_meltano_state(
     assert all(source[i]["updated_at"] >= bookmark for i in doubled), (
         "only rows at or after the bookmark may be loaded twice")
     _check_values(after_run2, source)
-    columns = _columns(sandbox_url)
-    assert columns["amount"]["subtype"] == "numeric"
-    assert columns["updated_at"]["subtype"] == "datetime"
-    final = _state_get(project)
+    types = loader.types(sandbox_url)
+    assert {name: types[name] for name in loader.column_types} == loader.column_types
+    final = _state_get(project, loader.state_id)
     assert _utc(final["replication_key_value"]) == last
 
     # run 3: 10 new rows with a later updated_at -> only they land (plus the boundary row the
@@ -498,12 +531,12 @@ def test_killed_incremental_run_resumes_from_meltano_state(
     )
     source = postgres.orders()
     new_ids = set(sorted(source)[-10:])
-    _meltano(project, "run", "tap-postgres", "target-graphitenote")
-    after_run3 = _landed(sandbox_url)
+    _meltano(project, "run", "tap-postgres", loader.name)
+    after_run3 = loader.landed(sandbox_url)
     added3 = Counter(row["id"] for row in after_run3[len(after_run2):])
     boundary = {i for i, row in source.items() if row["updated_at"] == last}
     assert new_ids <= set(added3) <= new_ids | boundary, added3
     assert max(added3.values()) == 1
     _check_values(after_run3[len(after_run2):], source)
     newest = max(source[i]["updated_at"] for i in new_ids)
-    assert _utc(_state_get(project)["replication_key_value"]) == newest
+    assert _utc(_state_get(project, loader.state_id)["replication_key_value"]) == newest

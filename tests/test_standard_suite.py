@@ -2,12 +2,13 @@
 
 The SDK's target tests only check that nothing raises (a target that drops every record
 passes). So after the standard suite, every SDK test stream that should load is run again
-and the sandbox is compared with the input, record by record.
+and the sandbox is compared with the input, record by record, for each target.
 """
 
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import json
 import tempfile
 from collections import defaultdict
@@ -20,6 +21,9 @@ from singer_sdk.testing import get_target_test_class
 
 from target_core.columns import identifier
 from target_core.sandbox import SandboxServer
+from target_datainsider.sandbox import SANDBOX_API_KEY
+from target_datainsider.sink import normalize_name
+from target_datainsider.target import TargetDataInsider
 from target_graphitenote.sandbox import SANDBOX_TOKEN, SANDBOX_USER_CODE
 from target_graphitenote.target import TargetGraphiteNote
 
@@ -35,8 +39,18 @@ CONFIG: dict[str, Any] = {
     "batch_size_rows": 3,  # several fills per stream, and checkpoints between them
 }
 
+DI_CONFIG: dict[str, Any] = {
+    "api_key": SANDBOX_API_KEY,
+    "api_url": _SERVER.api_url("datainsider"),
+    "database": "suite",
+    "batch_size_rows": 3,
+}
+
 TestTargetGraphiteNote = get_target_test_class(
     TargetGraphiteNote, config=CONFIG, parse_env_config=False
+)
+TestTargetDataInsider = get_target_test_class(
+    TargetDataInsider, config=DI_CONFIG, parse_env_config=False
 )
 
 STREAMS = resources.files("singer_sdk.testing") / "target_test_streams"
@@ -81,3 +95,41 @@ def test_standard_stream_lands_record_by_record(name: str, tmp_path: Path) -> No
                     assert got[column] == str(value).lower(), (stream, key)
                 else:
                     assert got[column] == value, (stream, key)
+
+
+def _instant(value: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _same_value(got: object, sent: object, class_name: str) -> bool:
+    """A value DataInsider stored against the one the tap sent, by the column's type."""
+    if class_name == "datetime64" and isinstance(sent, str):
+        stored = dt.datetime.fromisoformat(f"{got}+00:00")
+        return stored == _instant(sent).replace(microsecond=_instant(sent).microsecond
+                                                // 1000 * 1000)
+    if class_name == "string" and sent is not None:
+        return got == sent if isinstance(sent, str) else json.loads(got) == sent  # type: ignore[arg-type]
+    return got == sent
+
+
+@pytest.mark.parametrize("name", LOADABLE)
+def test_standard_stream_lands_in_datainsider_value_by_value(name: str, tmp_path: Path) -> None:
+    with SandboxServer(tmp_path) as server:
+        config = {**DI_CONFIG, "api_url": server.api_url("datainsider")}
+        target = TargetDataInsider(config=config, parse_env_config=False)
+        target.listen(open(STREAMS / f"{name}.singer"))  # noqa: SIM115 - listen reads to the end
+        databases = server.emulators["datainsider"].snapshot()["databases"]
+    tables = databases.get("suite", {}).get("tables", {})  # a stream with no records: no table
+    expected = _records(name)
+    assert set(tables) == {normalize_name(stream) for stream in expected}
+    for stream, records in expected.items():
+        table = tables[normalize_name(stream)]
+        assert table["display_name"] == stream
+        types = {column["name"]: column["class_name"] for column in table["columns"]}
+        rows = table["rows"]
+        assert len(rows) == len(records), stream
+        for got, sent in zip(rows, records, strict=True):
+            for key, value in sent.items():
+                column = normalize_name(key)
+                assert _same_value(got[column], value, types[column]), (stream, key, got[column])

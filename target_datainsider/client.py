@@ -1,0 +1,148 @@
+"""The DataInsider (Rocket.BI) warehouse API, one method per route (see docs/datainsider.md).
+
+Routes (base `https://<client>.datainsider.co/api`; the `api_key` travels in the JSON body,
+or in the query string of GET and DELETE; JSON keys in snake_case):
+
+| method | route                          | what for                                        |
+|--------|--------------------------------|-------------------------------------------------|
+| POST   | `ingestion/csv/schema`         | create the database and table, add new columns  |
+| GET    | `databases/<db>/tables/<tbl>`  | the stored columns, in their stored order       |
+| POST   | `ingestion/batch`              | positional rows (JSON)                          |
+| POST   | `ingestion/csv`                | rows as CSV text (writes NULLs)                 |
+| DELETE | `ingestion/<db>/<tbl>`         | truncate                                        |
+
+Errors come as `{"code", "reason", "message"}`; they are turned into lines a user can act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from target_core.errors import ApiError, PayloadTooLarge
+from target_core.http import ApiSession, HttpStatusError
+
+PLATFORM = "DataInsider"
+CSV_SETTING = {"include_header": False, "delimiter": ",", "add_batch_info": False}
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    """What `ingestion/batch` says it did with the rows of one call."""
+
+    total: int
+    inserted: int
+    invalid: int
+    skipped: int
+    failed: int
+
+    @classmethod
+    def from_answer(cls, answer: Any) -> BatchCounts:
+        if not isinstance(answer, dict):
+            raise ApiError(f"{PLATFORM} answered ingestion/batch without its row counts")
+        fields = ("total_records", "total_inserted_records", "total_invalid_records",
+                  "total_skipped_records", "total_failed_records")
+        values = [answer.get(name, 0) for name in fields]
+        if not all(isinstance(value, int) for value in values) or "total_records" not in answer:
+            raise ApiError(f"{PLATFORM} answered ingestion/batch without its row counts")
+        return cls(*values)
+
+
+class DataInsiderClient:
+    """Calls the warehouse routes with one API key."""
+
+    def __init__(self, session: ApiSession, api_key: str) -> None:
+        self.session = session
+        self.api_key = api_key
+
+    def register_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """Create the database and table, or add the columns the stored table lacks."""
+        answer = self._call("POST", "ingestion/csv/schema", {"schema": schema},
+                            table=f"{schema['db_name']}.{schema['name']}")
+        return answer if isinstance(answer, dict) else {}
+
+    def table(self, database: str, table: str) -> dict[str, Any]:
+        """The stored table schema (its columns in stored order)."""
+        route = f"databases/{quote(database, safe='')}/tables/{quote(table, safe='')}"
+        answer = self._call("GET", route, None, table=f"{database}.{table}")
+        if not isinstance(answer, dict) or not isinstance(answer.get("columns"), list):
+            raise ApiError(f"{PLATFORM} answered {route} without the table's columns")
+        return answer
+
+    def insert_batch(self, database: str, table: str, records_json: bytes) -> BatchCounts:
+        """Positional rows; `records_json` is the JSON text of the list of rows."""
+        head = orjson.dumps({"api_key": self.api_key, "db_name": database, "tbl_name": table})
+        body = head[:-1] + b',"records":' + records_json + b"}"
+        answer = self._call("POST", "ingestion/batch", body, table=f"{database}.{table}")
+        return BatchCounts.from_answer(answer)
+
+    def insert_csv(self, database: str, table: str, data: str) -> int:
+        """Rows as CSV text (no header); returns `row_inserted`."""
+        answer = self._call("POST", "ingestion/csv", {
+            "db_name": database, "tbl_name": table, "csv_setting": CSV_SETTING, "data": data,
+        }, table=f"{database}.{table}")
+        inserted = answer.get("row_inserted") if isinstance(answer, dict) else None
+        if not isinstance(inserted, int) or not answer.get("succeed", False):
+            raise ApiError(f"{PLATFORM} did not confirm the CSV rows for {database}.{table}: "
+                           f"succeed={answer.get('succeed') if isinstance(answer, dict) else None}")
+        return inserted
+
+    def truncate(self, database: str, table: str) -> None:
+        route = f"ingestion/{quote(database, safe='')}/{quote(table, safe='')}"
+        self._call("DELETE", route, None, table=f"{database}.{table}")
+
+    # -- one call --------------------------------------------------------------------------
+
+    def _call(self, method: str, route: str, body: dict[str, Any] | bytes | None,
+              *, table: str) -> Any:
+        params = None
+        if isinstance(body, dict):
+            body = orjson.dumps({"api_key": self.api_key, **body})
+        elif body is None:
+            params = {"api_key": self.api_key}
+        try:
+            # Ingestion is retried on 5xx like Graphite Note's fills (at least once, see
+            # docs/datainsider.md): the platform applies a batch whole or not at all.
+            response = self.session.request(
+                method, route, body=body, params=params, idempotent=True,
+                content_type="application/json" if body is not None else None)
+        except HttpStatusError as exc:
+            raise self._explain(exc, table) from None
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise ApiError(f"{PLATFORM} answered {route} with a body that is not JSON",
+                           response.status_code) from None
+
+    @staticmethod
+    def _explain(exc: HttpStatusError, table: str) -> ApiError:
+        status, route = exc.status, exc.route.split("?")[0]
+        try:
+            envelope = orjson.loads(exc.detail)
+        except orjson.JSONDecodeError:
+            envelope = None
+        reason = envelope.get("reason") if isinstance(envelope, dict) else None
+        message = envelope.get("message") if isinstance(envelope, dict) else None
+        said = f": {message}" if isinstance(message, str) and message else f": {exc.detail}"
+        if status == 413:
+            return PayloadTooLarge(f"{PLATFORM} refused the batch as too large (HTTP 413)", 413)
+        if status == 401:
+            text = (f"{PLATFORM} refused the API key (HTTP 401 {reason or ''} on {route}): "
+                    "check api_key")
+        elif status == 403:
+            text = (f"{PLATFORM} denied {route} (HTTP 403 {reason or ''}): the API key needs "
+                    "permission to create and edit databases (database:create, database:edit)")
+        elif status == 404 and reason is None:
+            text = (f"{PLATFORM} does not know the API key (HTTP 404 on {route}): check "
+                    "api_key")
+        elif status == 404 or reason in ("db_not_found", "table_not_found"):
+            text = f"{PLATFORM} has no table {table} (HTTP {status} {reason} on {route}){said}"
+        elif status == 429:
+            text = (f"{PLATFORM} kept refusing calls for the rate limit (HTTP 429 on {route}): "
+                    "lower rate_limit_per_minute or raise max_retries")
+        else:
+            text = f"{PLATFORM} failed on {route} for {table} (HTTP {status} {reason or ''}){said}"
+        return ApiError(" ".join(text.split()), status)

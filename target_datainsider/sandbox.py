@@ -1,0 +1,730 @@
+"""A faithful emulator of the DataInsider (Rocket.BI) warehouse API
+(``/work/shared/apis/datainsider.md``: the routes of the server's HEAD, its section 7 checklist).
+
+Served by ``target-sandbox serve`` under ``/datainsider/api``, so a target configured with
+``api_url = http://127.0.0.1:PORT/datainsider/api`` runs its real HTTP path with no account.
+
+What it reproduces, as read in the open-source server:
+
+- the error envelope ``{"code", "reason", "message"}`` and its odd codes: a duplicate
+  database is 404 ``db_existed``, a duplicate table 400, an unknown database 500, an unknown
+  table 404 ``table_not_found``, malformed JSON 400 ``invalaid_json_format`` (sic);
+- keys: ``api_key`` in the query string or JSON body. None: 401 ``not_authenticated``;
+  unknown: 404 with Finatra's ``{"errors": [...]}``; a key that may only view: 403
+  ``insufficient_permission`` on every write;
+- ``ingestion/csv/schema`` creates the database and the table, and on an existing table only
+  adds the columns whose names are missing (a changed type is left as it is);
+- ``ingestion/batch``: positional values in stored column order; a short row is skipped, a
+  value that does not coerce, or a null in any non-string column (nullable or not, unless
+  the column has a ``default_value``), drops the whole row; HTTP 200 with the counters;
+- ``ingestion/csv``: CSV text; missing trailing cells and empty cells (strings too) are NULL,
+  a cell that does not convert falls back to the column's default or NULL, a row of NULLs
+  only is dropped; ``{"succeed", "row_inserted"}``;
+- ``DELETE ingestion/<db>/<tbl>`` truncates (``true`` even for a missing table);
+- requests over 5 MB (Finatra's default ``maxRequestSize``) get 413.
+Dates (batch): a JSON integer is epoch milliseconds; a string is tried against each of the
+column's ``input_formats`` (Java ``SimpleDateFormat`` patterns, parsed from the start of the
+text) or, when it has none, ``yyyy-MM-dd HH:mm:ss``, in the column's time zone (UTC by
+default). CSV reads dates with the first input format only.
+What the emulator assumes where the source is silent: the body of a 413 (our envelope,
+reason ``request_too_large``), strict (not lenient) calendar dates, a server in UTC (the CSV
+route parses dates in the JVM's zone), a CSV that does not parse is refused whole (the
+server's parser skips a malformed row).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hmac
+import io
+import re
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+
+from target_core.sandbox.emulator import ApiError, Reply, Request
+from target_core.sandbox.store import Store
+from target_datainsider.sink import normalize_name
+
+SANDBOX_API_KEY = "di-sandbox-key"
+SANDBOX_READONLY_KEY = "di-sandbox-readonly-key"
+"""A key that may view databases but not create or edit them (403 on writes)."""
+MAX_REQUEST_BYTES = 5 * 1024 * 1024
+ORGANIZATION_ID = 0
+DEFAULT_DATE_FORMAT = "yyyy-MM-dd HH:mm:ss"
+_META_VERSION = 1
+
+REASONS = {400: "bad_request", 401: "not_authenticated", 403: "insufficient_permission",
+           404: "not_found", 405: "bad_request", 409: "already_existed",
+           413: "request_too_large", 429: "too_many_requests", 500: "internal_error"}
+INT_RANGES = {
+    "int8": (-(2**7), 2**7 - 1), "int16": (-(2**15), 2**15 - 1),
+    "int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1),
+    "uint8": (0, 2**8 - 1), "uint16": (0, 2**16 - 1), "uint32": (0, 2**32 - 1),
+    "uint64": (0, 2**64 - 1),
+}
+DATE_CLASSES = frozenset({"date", "datetime", "datetime64"})
+CLASS_NAMES = frozenset({"bool", "float", "double", "string", "array", "nested",
+                         *INT_RANGES, *DATE_CLASSES})
+_WORD = re.compile(r"\w+\Z", re.ASCII)
+
+
+class DIError(ApiError):
+    """An error answer in DataInsider's envelope, with its `reason`."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(status, message)
+        self.reason = reason
+
+
+class _UnknownKey(Exception):
+    """Finatra's NotFoundException: its own body shape, not the envelope."""
+
+
+class Invalid(ValueError):
+    """A value the column parser refuses."""
+
+
+# dates --------------------------------------------------------------------------------------
+_FORMAT_TOKENS = [("yyyy", "y", r"\d{1,4}"), ("MM", "M", r"\d{1,2}"), ("dd", "d", r"\d{1,2}"),
+                  ("HH", "H", r"\d{1,2}"), ("mm", "m", r"\d{1,2}"), ("ss", "s", r"\d{1,2}"),
+                  ("SSS", "S", r"\d+"), ("XXX", "z", r"Z|[+-]\d{2}:\d{2}")]
+_format_cache: dict[str, re.Pattern[str] | None] = {}
+
+
+def _compile_format(pattern: str) -> re.Pattern[str] | None:
+    """A regex for the subset of SimpleDateFormat the emulator knows (None: unknown letters)."""
+    if pattern in _format_cache:
+        return _format_cache[pattern]
+    out, i = [], 0
+    while i < len(pattern):
+        for token, group, regex in _FORMAT_TOKENS:
+            if pattern.startswith(token, i):
+                out.append(f"(?P<{group}>{regex})")
+                i += len(token)
+                break
+        else:
+            char = pattern[i]
+            if char == "'":
+                end = pattern.find("'", i + 1)
+                if end < 0:
+                    out = []
+                    break
+                out.append(re.escape(pattern[i + 1:end]))
+                i = end + 1
+            elif char.isalpha():
+                out = []
+                break
+            else:
+                out.append(re.escape(char))
+                i += 1
+    compiled = re.compile("".join(out)) if out else None
+    _format_cache[pattern] = compiled
+    return compiled
+
+
+def _zone(column: dict[str, Any]) -> dt.tzinfo:
+    name = column.get("timezone")
+    if not name:
+        return dt.timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return dt.timezone.utc
+
+
+def _with_pattern(pattern: str, text: str, zone: dt.tzinfo) -> dt.datetime | None:
+    """`SimpleDateFormat(pattern).parse(text)`: from the start of the text, the rest ignored."""
+    regex = _compile_format(pattern)
+    match = regex.match(text) if regex else None
+    if match is None:
+        return None
+    parts = match.groupdict()
+    try:
+        moment = dt.datetime(int(parts.get("y") or 1970), int(parts.get("M") or 1),
+                             int(parts.get("d") or 1), int(parts.get("H") or 0),
+                             int(parts.get("m") or 0), int(parts.get("s") or 0), tzinfo=zone)
+        moment += dt.timedelta(milliseconds=int(parts.get("S") or 0))
+        offset = parts.get("z")
+        if offset:  # an ISO 8601 zone in the text wins over the pattern's zone
+            minutes = 0 if offset == "Z" else (int(offset[1:3]) * 60 + int(offset[4:6])) * (
+                -1 if offset[0] == "-" else 1)
+            moment = moment.replace(tzinfo=dt.timezone(dt.timedelta(minutes=minutes)))
+    except (ValueError, OverflowError):
+        return None
+    return moment.astimezone(dt.timezone.utc)
+
+
+def parse_moment(column: dict[str, Any], value: Any) -> dt.datetime:
+    """A date/datetime value of ingestion/batch -> an aware UTC datetime: a JSON integer is
+    epoch ms; a string is read with the first of `input_formats` that parses it or, only when
+    there are none, with `yyyy-MM-dd HH:mm:ss` (`DateTimeColumnParser`)."""
+    if type(value) is int:
+        return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=value)
+    if type(value) is not str:
+        raise Invalid("not a date")
+    zone = dt.timezone.utc if column["class_name"] == "date" else _zone(column)
+    for pattern in column.get("input_formats") or [DEFAULT_DATE_FORMAT]:
+        moment = _with_pattern(pattern, value, zone)
+        if moment is not None:
+            return moment
+    raise Invalid("no date format matches")
+
+
+def csv_value(column: dict[str, Any], cell: str | None) -> Any:
+    """One CSV cell as `CsvReader.toRecord` stores it: what does not convert falls back to
+    the column's default_value, or NULL (dates: always NULL). Dates are read with the first
+    input format only (none: NULL), in the server's time zone (assumed UTC)."""
+    if cell is None:
+        return None
+    kind, text, default = column["class_name"], cell.strip(), column.get("default_value")
+    try:
+        if kind == "string":
+            return cell if cell else default
+        if kind in ("int32", "int64"):
+            return coerce(column, int(text))
+        if kind == "double":
+            return float(text)
+        if kind == "bool":
+            if text.lower() not in ("true", "false"):
+                return default
+            return text.lower() == "true"
+    except (Invalid, ValueError):
+        return default
+    if kind in DATE_CLASSES:
+        formats = column.get("input_formats") or []
+        digits = sum(char.isdigit() for char in text)
+        if not formats or (kind != "date" and (len(text) > 30 or digits < 5)):
+            return None
+        moment = _with_pattern(formats[0], text, dt.timezone.utc)
+        return None if moment is None else _date_text(kind, moment)
+    return text
+
+
+def _date_text(class_name: str, moment: dt.datetime) -> str:
+    naive = moment.replace(tzinfo=None)  # isoformat: 4-digit years below 1000 too
+    if class_name == "date":
+        return naive.date().isoformat()
+    if class_name == "datetime":
+        return naive.isoformat(" ", "seconds")
+    return naive.isoformat(" ", "milliseconds")
+
+
+# values -------------------------------------------------------------------------------------
+def coerce(column: dict[str, Any], value: Any) -> Any:
+    """One value as `ColumnParser` stores it; raises `Invalid` where it gives up."""
+    kind = column["class_name"]
+    if value is None:
+        default = column.get("default_value")
+        if kind == "string":
+            return default if isinstance(default, str) else ""
+        if default is None:
+            raise Invalid("null")  # Option(null): invalid even for a nullable column
+        value = default
+    if kind in INT_RANGES:
+        if type(value) is bool:
+            number = int(value)
+        elif type(value) is int:
+            number = value
+        elif type(value) is float:
+            number = int(value)
+        else:
+            try:
+                number = int(str(value))
+            except ValueError:
+                raise Invalid("not an integer") from None
+        low, high = INT_RANGES[kind]
+        if not low <= number <= high:
+            raise Invalid("out of range")
+        return number
+    if kind in ("float", "double"):
+        if type(value) is bool:
+            return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise Invalid("not a number") from None
+    if kind == "bool":
+        if type(value) is bool:
+            return value
+        if type(value) in (int, float):
+            return value > 0
+        if type(value) is str and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise Invalid("not a boolean")
+    if kind == "string":
+        return value if type(value) is str else orjson.dumps(value).decode()
+    if kind in DATE_CLASSES:
+        return _date_text(kind, parse_moment(column, value))
+    if kind == "array" and not isinstance(value, list):
+        raise Invalid("not an array")
+    return value
+
+
+def _zero(column: dict[str, Any]) -> Any:
+    """What an old row shows in a column added after it (ClickHouse's type default)."""
+    if column.get("is_nullable"):
+        return None
+    kind = column["class_name"]
+    return {"string": "", "bool": False, "float": 0.0, "double": 0.0, "array": [],
+            "date": "1970-01-01", "datetime": "1970-01-01 00:00:00",
+            "datetime64": "1970-01-01 00:00:00.000"}.get(kind, 0)
+
+
+# request bodies -----------------------------------------------------------------------------
+def _required(body: dict[str, Any], name: str, kind: type | tuple[type, ...] = str) -> Any:
+    value = body.get(name)
+    if value is None:
+        raise DIError(400, "invalid_param", f"{name}: field is required")
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise DIError(400, "invalid_param", f"{name}: invalid type")
+    return value
+
+
+def parse_column(raw: Any, where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise DIError(400, "invalid_param", f"{where}: must be an object")
+    kind = raw.get("class_name")
+    if kind not in CLASS_NAMES:
+        raise DIError(400, "invalid_param", f"{where}.class_name: missing or unknown type id "
+                                            f"{kind!r}")
+    name = _required(raw, "name")
+    display = _required(raw, "display_name")
+    column: dict[str, Any] = {"class_name": kind, "name": name, "display_name": display,
+                              "is_nullable": bool(raw.get("is_nullable", False)),
+                              "is_encrypted": bool(raw.get("is_encrypted", False))}
+    for key in ("description", "default_value", "default_expression", "timezone"):
+        if raw.get(key) is not None:
+            column[key] = raw[key]
+    if kind in DATE_CLASSES:
+        formats = raw.get("input_formats") or []
+        if not isinstance(formats, list) or not all(isinstance(f, str) for f in formats):
+            raise DIError(400, "invalid_param", f"{where}.input_formats: must be strings")
+        column["input_formats"] = formats
+        if kind != "date":
+            column["input_as_timestamp"] = bool(raw.get("input_as_timestamp", False))
+    if kind == "array":
+        column["column"] = parse_column(raw.get("column"), f"{where}.column")
+    if kind == "nested":
+        nested = _required(raw, "nested_columns", list)
+        column["nested_columns"] = [parse_column(c, f"{where}.nested_columns[{i}]")
+                                    for i, c in enumerate(nested)]
+    return column
+
+
+def _insertable(table: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in table["columns"]
+            if (c.get("default_expression") or {}).get("default_type") != "MATERIALIZED"]
+
+
+# the catalog --------------------------------------------------------------------------------
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class WarehouseCatalog:
+    """Databases and tables: metadata in ``meta.json``, each table's rows in its own file
+    (one JSON line per insert: the stored column names and the rows, as coerced)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        with store.lock:
+            meta = store.read_meta()
+            self._meta: dict[str, Any] = meta if meta is not None else self._fresh()
+            for database in self._meta["databases"].values():
+                for table in database["tables"].values():
+                    store.trim_rows(table["file"], table["rows_bytes"])
+
+    @staticmethod
+    def _fresh() -> dict[str, Any]:
+        return {"version": _META_VERSION, "databases": {}, "next_file": 1}
+
+    def _save(self) -> None:
+        self._store.write_meta(self._meta)
+
+    @property
+    def databases(self) -> dict[str, dict[str, Any]]:
+        return self._meta["databases"]
+
+    def database(self, name: str) -> dict[str, Any]:
+        database = self.databases.get(name)
+        if database is None:  # HEAD: a require() in the metadata storage
+            raise DIError(500, "internal_error",
+                          f"requirement failed: Not found db with name {name} in org "
+                          f"{ORGANIZATION_ID}")
+        return database
+
+    def table(self, db: str, name: str) -> dict[str, Any]:
+        database = self.database(db)
+        table = database["tables"].get(name)
+        if table is None:
+            raise DIError(404, "table_not_found", f"the table {name} was not found in "
+                                                   f"{database['display_name']} database")
+        return table
+
+    def create_database(self, name: str, *, exist_ok: bool) -> dict[str, Any]:
+        with self._store.lock:
+            if name in self.databases:
+                if exist_ok:
+                    return self.databases[name]
+                raise DIError(404, "db_existed",
+                              "The database already existed for this organization.")
+            now = _now_ms()
+            self.databases[name] = {"name": name, "display_name": name, "creator_id": "root",
+                                    "created_time": now, "updated_time": now, "tables": {}}
+            self._save()
+            return self.databases[name]
+
+    def create_table(self, db: str, schema: dict[str, Any], *, merge: bool) -> dict[str, Any]:
+        """A new table; with `merge`, an existing one gains the columns it lacks."""
+        with self._store.lock:
+            database = self.database(db)
+            name = schema["name"]
+            existing = database["tables"].get(name)
+            if existing is not None:
+                if not merge:
+                    raise DIError(400, "bad_request", f"table {name} already exist in db {db}")
+                known = {column["name"] for column in existing["columns"]}
+                existing["columns"] += [c for c in schema["columns"] if c["name"] not in known]
+                self._save()
+                return existing
+            names = {column["name"] for column in schema["columns"]}
+            for key in (*schema["primary_keys"], *schema["order_bys"]):
+                if key not in names:
+                    raise DIError(500, "db_execute_error",
+                                  f"Missing columns: '{key}' while processing query: CREATE "
+                                  f"TABLE {db}.{name}")
+            table = {**schema, "db_name": db, "file": f"t{self._meta['next_file']}",
+                     "row_count": 0, "rows_bytes": 0, "batch_calls": 0, "csv_calls": 0,
+                     "truncates": 0}
+            self._meta["next_file"] += 1
+            database["tables"][name] = table
+            self._save()
+            return table
+
+    def insert(self, table: dict[str, Any], rows: list[list[Any]], route: str) -> None:
+        with self._store.lock:
+            if rows:
+                names = [column["name"] for column in _insertable(table)]
+                line = orjson.dumps({"columns": names, "rows": rows})
+                table["rows_bytes"] = self._store.append_line(table["file"], line)
+                table["row_count"] += len(rows)
+            table[f"{route}_calls"] += 1
+            self._save()
+
+    def truncate(self, table: dict[str, Any]) -> None:
+        with self._store.lock:
+            self._store.truncate_rows(table["file"])
+            table["row_count"] = table["rows_bytes"] = 0
+            table["truncates"] += 1
+            self._save()
+
+    def drop_table(self, db: str, name: str) -> None:
+        with self._store.lock:
+            table = self.database(db)["tables"].pop(name, None)
+            if table is not None:
+                self._store.truncate_rows(table["file"])
+            self._save()
+
+    def drop_database(self, db: str) -> None:
+        with self._store.lock:
+            for name in list(self.database(db)["tables"]):
+                self.drop_table(db, name)
+            del self.databases[db]
+            self._save()
+
+    def rows(self, table: dict[str, Any], limit: int | None) -> list[dict[str, Any]]:
+        columns = table["columns"]
+
+        def as_objects(batch: dict[str, Any]) -> list[dict[str, Any]]:
+            out = []
+            for row in batch["rows"]:
+                stored = dict(zip(batch["columns"], row, strict=True))
+                out.append({c["name"]: stored[c["name"]] if c["name"] in stored else _zero(c)
+                            for c in columns})
+            return out
+
+        return self._store.read_rows(table["file"], limit, as_objects)
+
+    def snapshot(self, max_rows: int | None) -> dict[str, Any]:
+        with self._store.lock:
+            shown: dict[str, Any] = {}
+            for db, database in self.databases.items():
+                tables = {}
+                for name, table in database["tables"].items():
+                    tables[name] = {
+                        "display_name": table["display_name"],
+                        "table_type": table.get("table_type", "default"),
+                        "primary_keys": table["primary_keys"],
+                        "order_bys": table["order_bys"],
+                        "columns": table["columns"],
+                        "row_count": table["row_count"],
+                        "batch_calls": table["batch_calls"],
+                        "csv_calls": table["csv_calls"],
+                        "truncates": table["truncates"],
+                        "rows": self.rows(table, max_rows),
+                    }
+                shown[db] = {"display_name": database["display_name"], "tables": tables}
+            return {"databases": shown}
+
+    def reset(self) -> None:
+        with self._store.lock:
+            self._store.wipe()
+            self._meta = self._fresh()
+
+
+def table_schema_json(table: dict[str, Any]) -> dict[str, Any]:
+    """A stored table as the API shows it (TableSchema)."""
+    return {"name": table["name"], "db_name": table["db_name"],
+            "organization_id": ORGANIZATION_ID, "display_name": table["display_name"],
+            "columns": table["columns"], "table_type": table.get("table_type", "default"),
+            "primary_keys": table["primary_keys"], "partition_by": table["partition_by"],
+            "order_bys": table["order_bys"], "expression_columns": [],
+            "calculated_columns": []}
+
+
+def database_json(database: dict[str, Any], *, with_tables: bool) -> dict[str, Any]:
+    shown = {k: database[k] for k in ("name", "display_name", "creator_id", "created_time",
+                                      "updated_time")}
+    shown["organization_id"] = ORGANIZATION_ID
+    if with_tables:
+        shown["tables"] = [table_schema_json(t) for t in database["tables"].values()]
+    return shown
+
+
+# the API ------------------------------------------------------------------------------------
+Handler = Callable[[Request, dict[str, Any], list[str]], Reply]
+
+
+class DataInsiderEmulator:
+    """The warehouse routes under ``/datainsider/api`` (key :data:`SANDBOX_API_KEY`)."""
+
+    name: ClassVar[str] = "datainsider"
+    prefix: ClassVar[str] = "/datainsider/api"
+
+    def __init__(self, store: Store) -> None:
+        self.catalog = WarehouseCatalog(store)
+        # (method, path pattern, needs edit permission, handler); `*` matches one segment
+        self._routes: list[tuple[str, tuple[str, ...], bool, Handler]] = [
+            ("GET", ("databases",), False, self._list_databases),
+            ("POST", ("databases",), True, self._create_database),
+            ("GET", ("databases", "*"), False, self._get_database),
+            ("DELETE", ("databases", "*"), True, self._delete_database),
+            ("POST", ("databases", "*", "tables"), True, self._create_table),
+            ("GET", ("databases", "*", "tables", "*"), False, self._get_table),
+            ("DELETE", ("databases", "*", "tables", "*"), True, self._delete_table),
+            ("POST", ("ingestion", "csv", "schema"), True, self._register_schema),
+            ("POST", ("ingestion", "batch"), True, self._ingest_batch),
+            ("POST", ("ingestion", "csv"), True, self._ingest_csv),
+            ("DELETE", ("ingestion", "*", "*"), True, self._truncate),
+        ]
+
+    def handle(self, request: Request) -> Reply:
+        try:
+            if len(request.body) > MAX_REQUEST_BYTES:
+                raise DIError(413, REASONS[413],
+                              f"request body exceeds {MAX_REQUEST_BYTES} bytes")
+            handler, needs_edit, params = self._route(request)
+            body = self._authenticate(request, needs_edit)
+            return handler(request, body, params)
+        except _UnknownKey as exc:
+            return Reply(404, {"errors": [str(exc)]})
+        except DIError as exc:
+            return Reply(exc.status, self._envelope(exc.status, exc.reason, exc.message))
+        except ApiError as exc:
+            return Reply(exc.status, self.error_body(exc.status, exc.message), exc.headers)
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return self._envelope(status, REASONS.get(status, "internal_error"), message)
+
+    @staticmethod
+    def _envelope(status: int, reason: str, message: str) -> dict[str, Any]:
+        return {"code": status, "reason": reason, "message": message}
+
+    def snapshot(self, max_rows: int | None = None) -> dict[str, Any]:
+        return self.catalog.snapshot(max_rows)
+
+    def reset(self) -> None:
+        self.catalog.reset()
+
+    # routing and auth ---------------------------------------------------------------------
+    def _route(self, request: Request) -> tuple[Handler, bool, list[str]]:
+        segments = [s for s in request.path.split("/") if s]
+        methods = []
+        for method, pattern, needs_edit, handler in self._routes:
+            if len(pattern) != len(segments) or not all(
+                    p in ("*", s) for p, s in zip(pattern, segments, strict=True)):
+                continue
+            if method == request.method.upper():
+                params = [s for p, s in zip(pattern, segments, strict=True) if p == "*"]
+                return handler, needs_edit, params
+            methods.append(method)
+        if methods:
+            raise DIError(405, "bad_request", f"method {request.method} not allowed")
+        raise DIError(404, "not_found", f"route {request.path} not found")
+
+    @staticmethod
+    def _authenticate(request: Request, needs_edit: bool) -> dict[str, Any]:
+        """The key from the query or the JSON body (read whatever the content type); the
+        body as the route binds it (only with an application/json content type)."""
+        parsed: Any = None
+        if request.body:
+            try:
+                parsed = orjson.loads(request.body)
+            except orjson.JSONDecodeError:
+                parsed = None
+        key = request.query.get("api_key")
+        if not key and isinstance(parsed, dict) and isinstance(parsed.get("api_key"), str):
+            key = parsed["api_key"]
+        if not key:
+            raise DIError(401, "not_authenticated", "the session is expired or invalid.")
+        if hmac.compare_digest(key.encode(), SANDBOX_API_KEY.encode()):
+            pass
+        elif hmac.compare_digest(key.encode(), SANDBOX_READONLY_KEY.encode()):
+            if needs_edit:
+                raise DIError(403, "insufficient_permission",
+                              "You do not have permissions to perform this action!")
+        else:
+            raise _UnknownKey(f"not found api key: {key}")
+        if request.method.upper() in ("GET", "DELETE"):
+            return {}
+        content_type = request.header("Content-Type") or ""
+        if not content_type.startswith("application/json"):
+            return {}  # Finatra binds nothing: required fields count as missing
+        if parsed is None:
+            raise DIError(400, "invalaid_json_format", "request body is not valid JSON")
+        if not isinstance(parsed, dict):
+            raise DIError(400, "invalaid_json_format", "request body must be a JSON object")
+        return parsed
+
+    # schema routes ------------------------------------------------------------------------
+    def _list_databases(self, request: Request, body: dict, params: list[str]) -> Reply:
+        return Reply(200, [database_json(d, with_tables=False)
+                           for d in self.catalog.databases.values()])
+
+    def _create_database(self, request: Request, body: dict, params: list[str]) -> Reply:
+        name = _required(body, "name")
+        if not _WORD.match(name):
+            raise DIError(400, "invalid_param", "name: must match \\w+")
+        database = self.catalog.create_database(name, exist_ok=False)
+        return Reply(200, database_json(database, with_tables=True))
+
+    def _get_database(self, request: Request, body: dict, params: list[str]) -> Reply:
+        return Reply(200, database_json(self.catalog.database(params[0]), with_tables=True))
+
+    def _delete_database(self, request: Request, body: dict, params: list[str]) -> Reply:
+        self.catalog.drop_database(params[0])
+        return Reply(200, True)
+
+    def _create_table(self, request: Request, body: dict, params: list[str]) -> Reply:
+        db = params[0]
+        name = _required(body, "tbl_name")
+        columns = _required(body, "columns", list)
+        if not _WORD.match(name) or not columns:
+            raise DIError(400, "invalid_param", "tbl_name or columns: invalid")
+        self.catalog.database(db)  # the DDL fails on a missing database
+        schema = {"name": name, "display_name": name, "table_type": "default",
+                  "columns": [parse_column(c, f"columns[{i}]") for i, c in enumerate(columns)],
+                  "primary_keys": list(body.get("primary_keys") or []), "partition_by": [],
+                  "order_bys": list(body.get("order_bys") or [])}
+        table = self.catalog.create_table(db, schema, merge=False)
+        return Reply(200, table_schema_json(table))
+
+    def _get_table(self, request: Request, body: dict, params: list[str]) -> Reply:
+        return Reply(200, table_schema_json(self.catalog.table(*params)))
+
+    def _delete_table(self, request: Request, body: dict, params: list[str]) -> Reply:
+        self.catalog.drop_table(*params)
+        return Reply(200, True)
+
+    def _register_schema(self, request: Request, body: dict, params: list[str]) -> Reply:
+        raw = _required(body, "schema", dict)
+        for field in ("name", "db_name", "display_name"):
+            _required(raw, field)
+        _required(raw, "organization_id", int)
+        columns = _required(raw, "columns", list)
+        parsed = [parse_column(c, f"schema.columns[{i}]") for i, c in enumerate(columns)]
+        for column in parsed:
+            column["name"] = normalize_name(column["name"])
+        table_type = raw.get("table_type") or "default"
+        schema = {
+            "name": normalize_name(raw["name"]), "display_name": raw["display_name"],
+            "table_type": table_type, "columns": parsed,
+            "primary_keys": [normalize_name(k) for k in raw.get("primary_keys") or []],
+            "partition_by": list(raw.get("partition_by") or []),
+            "order_bys": [normalize_name(k) for k in raw.get("order_bys") or []],
+        }
+        db = normalize_name(raw["db_name"])
+        self.catalog.create_database(db, exist_ok=True)
+        self.catalog.create_table(db, schema, merge=True)
+        # the answer is the normalised request schema, not a re-read of the stored table
+        return Reply(200, table_schema_json({**schema, "db_name": db}))
+
+    # ingestion routes ---------------------------------------------------------------------
+    def _ingest_batch(self, request: Request, body: dict, params: list[str]) -> Reply:
+        db, name = _required(body, "db_name"), _required(body, "tbl_name")
+        records = _required(body, "records", list)
+        table = self.catalog.table(db, name)
+        columns = _insertable(table)
+        width = len(columns)
+        rows: list[list[Any]] = []
+        invalid = invalid_fields = skipped = 0
+        for record in records:
+            if not isinstance(record, list):
+                raise DIError(400, "invalaid_json_format", "records: each record is an array")
+            if len(record) < width:
+                skipped += 1
+                continue
+            row, bad = [], 0
+            for column, value in zip(columns, record[:width], strict=True):
+                try:
+                    row.append(coerce(column, value))
+                except Invalid:
+                    bad += 1
+            if bad:
+                invalid += 1
+                invalid_fields += bad
+                continue
+            rows.append(row)
+        self.catalog.insert(table, rows, "batch")
+        return Reply(200, {"total_records": len(records), "total_invalid_records": invalid,
+                           "total_invalid_fields": invalid_fields,
+                           "total_skipped_records": skipped,
+                           "total_inserted_records": len(rows), "total_failed_records": 0})
+
+    def _ingest_csv(self, request: Request, body: dict, params: list[str]) -> Reply:
+        db, name = _required(body, "db_name"), _required(body, "tbl_name")
+        data = _required(body, "data")
+        setting = body.get("csv_setting") or {}
+        delimiter = setting.get("delimiter", ",") if isinstance(setting, dict) else ","
+        if not isinstance(delimiter, str) or len(delimiter) != 1:
+            raise DIError(400, "bad_request", "unable to parse the file with current config, "
+                                              "the delimiter must be one character")
+        table = self.catalog.table(db, name)
+        columns = _insertable(table)
+        try:  # the header is not skipped, whatever include_header says
+            parsed = list(csv.reader(io.StringIO(data), delimiter=delimiter, quotechar='"',
+                                     strict=True))
+        except csv.Error:
+            raise DIError(400, "bad_request", "unable to parse the file with current config, "
+                                              "please try again with another config") from None
+        rows = []
+        for cells in parsed:
+            padded = [*cells, *[None] * (len(columns) - len(cells))]
+            row = [csv_value(column, cell) for column, cell in zip(columns, padded,
+                                                                    strict=False)]
+            if any(value is not None for value in row):  # rows of nulls only are dropped
+                rows.append(row)
+        self.catalog.insert(table, rows, "csv")
+        return Reply(200, {"succeed": True, "row_inserted": len(rows)})
+
+    def _truncate(self, request: Request, body: dict, params: list[str]) -> Reply:
+        database = self.catalog.databases.get(params[0])
+        table = database["tables"].get(params[1]) if database else None
+        if table is not None:
+            self.catalog.truncate(table)
+        return Reply(200, True)

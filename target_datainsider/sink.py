@@ -1,0 +1,393 @@
+"""A stream -> one DataInsider warehouse table: schema via `ingestion/csv/schema`, rows as
+positional `ingestion/batch` calls (or `ingestion/csv` where the batch route would drop them).
+
+Column mapping (neutral type from `target_core.columns` -> DataInsider `class_name`):
+
+| neutral        | class_name   | values sent                                         |
+|----------------|--------------|-----------------------------------------------------|
+| integer        | `int64`      | numbers                                             |
+| number         | `double`     | numbers                                             |
+| boolean        | `bool`       | `true` / `false`                                    |
+| date           | `date`       | `YYYY-MM-DD` (column `input_formats: [yyyy-MM-dd]`) |
+| datetime       | `datetime64` | `YYYY-MM-DD HH:MM:SS.mmmZ` (`timezone: UTC`)        |
+| json           | `string`     | JSON text of the object or array                    |
+| text, time     | `string`     | strings (other values as JSON text)                 |
+
+Every column keeps the property name as its `display_name`; its `name` is the property
+name normalised the way DataInsider normalises it (Vietnamese marks dropped, runs of
+anything but ASCII letters and digits -> `_`), so what is sent is what is stored.
+
+The first batch of each schema version prepares the table: schema registered (the table
+and database are created, new columns added), stored columns read back. Rows go out in
+the stored order; a stored type that differs from the schema's stops the run before any
+row is sent. `ingestion/batch` drops a whole row for a null in a non-string column (even
+a nullable one) and writes a null string as `""`, so a batch holding any null goes to
+`ingestion/csv`, which writes NULL (and, its one loss, reads an empty string as NULL too).
+Every answer's counts are checked against the rows sent.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from target_core import conversions
+from target_core.columns import Column, ColumnType
+from target_core.errors import ApiError, ConfigError, PayloadTooLarge, TargetError
+from target_core.rows import Converter
+from target_core.sink import CoreSink, SinkParts
+from target_datainsider.client import PLATFORM, DataInsiderClient
+
+CLASS_NAMES: dict[ColumnType, str] = {
+    ColumnType.INTEGER: "int64",
+    ColumnType.NUMBER: "double",
+    ColumnType.BOOLEAN: "bool",
+    ColumnType.DATE: "date",
+    ColumnType.DATETIME: "datetime64",
+    ColumnType.JSON: "string",
+    ColumnType.TEXT: "string",
+    ColumnType.TIME: "string",
+}
+DATETIME_FORMAT = "yyyy-MM-dd HH:mm:ss.SSSXXX"
+"""With its zone designator, so neither route reads the time in the server's own zone."""
+DATE_FORMAT = "yyyy-MM-dd"
+MAX_REQUEST_BYTES = 5 * 1024 * 1024
+"""DataInsider's request limit (Finatra's default `maxRequestSize`)."""
+
+_VIETNAMESE = str.maketrans(
+    "àáạảãâầấậẩẫăằắặẳẵèéẹẻẽêềếệểễìíịỉĩòóọỏõôồốộổỗơờớợởỡùúụủũưừứựửữỳýỵỷỹđ"
+    "ÀÁẠẢÃÂẤẦẨẪẬĂẮẰẲẴẶÉÈẺẼẸÊẾỀỂỄỆÍÌỈĨỊÓÒỎÕỌÔỐỒỔỖỘƠỚỜỞỠỢÚÙỦŨỤƯỨỪỬỮỰÝỲỶỸỴĐ",
+    "aaaaaaaaaaaaaaaaaeeeeeeeeeeeiiiiiooooooooooooooooouuuuuuuuuuuyyyyyd"
+    "AAAAAAAAAAAAAAAAAEEEEEEEEEEEIIIIIOOOOOOOOOOOOOOOOOUUUUUUUUUUUYYYYYD",
+)
+_NOT_ALNUM = re.compile(r"[^a-zA-Z0-9]+")
+_FRACTION = re.compile(r"\.([0-9]+)")
+
+
+def normalize_name(name: str) -> str:
+    """DataInsider's own rule (`ClickHouseUtils.normalizeString`, server HEAD): Vietnamese
+    letters lose their marks (only those: `ü` is not folded), the text is trimmed, every run
+    of characters other than ASCII letters and digits becomes one `_`."""
+    trimmed = name.translate(_VIETNAMESE).strip("".join(map(chr, range(33))))
+    return re.sub("_+", "_", _NOT_ALNUM.sub("_", trimmed))
+
+
+def utc_datetime_ms_text(value: Any) -> str | None:
+    """`YYYY-MM-DD HH:MM:SS.mmmZ`, UTC: DateTime64(3) keeps milliseconds; the `Z` makes the
+    instant independent of the zone the server parses in (the CSV route uses its own)."""
+    if value is None:
+        return None
+    seconds = conversions.utc_datetime_text(value)
+    if type(value) is str:
+        fraction = _FRACTION.match(value, 19)
+        digits = fraction.group(1)[:3] if fraction else ""
+    else:  # a datetime from a stream map
+        digits = f"{value.microsecond // 1000:03d}"
+    return f"{seconds}.{digits:0<3}Z"
+
+
+def _boolean(value: Any) -> Any:
+    if value is None or type(value) is bool:
+        return value
+    raise ValueError("must be a boolean")
+
+
+@dataclass
+class TableLoad:
+    """One stream's load into one table during this run (shared by its sink versions)."""
+
+    stream: str
+    database: str
+    table: str
+    replace: bool
+    truncated: bool = False
+    batches: int = 0
+    rows: int = 0
+    csv_batches: int = 0
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.database}.{self.table}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each stored column's value comes from in one of our rows."""
+
+    positions: tuple[int | None, ...]
+    """Per stored (insertable) column: the index in our row, or None (a column we lack)."""
+    identity: bool
+    """Our rows are already in stored order and complete."""
+
+
+def stored_layout(load: TableLoad, ours: list[dict[str, Any]],
+                  stored: list[dict[str, Any]]) -> Layout:
+    """Match our columns to the stored ones by name; refuse a changed type."""
+    index = {column["name"]: i for i, column in enumerate(ours)}
+    positions: list[int | None] = []
+    for column in stored:
+        default = column.get("default_expression") or {}
+        if isinstance(default, dict) and default.get("default_type") == "MATERIALIZED":
+            continue  # computed by the server, not part of an insert
+        name = column.get("name")
+        mine = index.get(name)  # type: ignore[arg-type]
+        if mine is not None and column.get("class_name") != ours[mine]["class_name"]:
+            raise TargetError(
+                f"stream '{load.stream}': column '{name}' of {PLATFORM} table "
+                f"{load.qualified} is stored as {column.get('class_name')}, but the schema "
+                f"makes it {ours[mine]['class_name']}; {PLATFORM} never changes a column's "
+                "type: change the column in DataInsider, or load into another table "
+                "(table_map)"
+            )
+        positions.append(mine)
+    missing = set(index) - {column.get("name") for column in stored}
+    if missing:
+        raise TargetError(f"stream '{load.stream}': {PLATFORM} table {load.qualified} has no "
+                          f"column {', '.join(sorted(missing))} after the schema was sent")
+    identity = positions == list(range(len(ours)))
+    return Layout(tuple(positions), identity)
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return value
+
+
+NAME = re.compile(r"[A-Za-z0-9_]+\Z")  # DataInsider's `\w+` for database and table names
+
+
+class TableRegistry:
+    """Which table each stream of the run loads into. Shared by the stream's sinks (one per
+    schema version) and the target's closing summary."""
+
+    def __init__(self, config: Mapping[str, Any], logger: logging.Logger) -> None:
+        self.config = config
+        self.logger = logger
+        self.loads: dict[str, TableLoad] = {}
+
+    def load_for(self, stream: str) -> TableLoad:
+        """The stream's table for this run: mapped, or the stream's name in `database`."""
+        if stream in self.loads:
+            return self.loads[stream]
+        config = self.config
+        mapped = (config.get("table_map") or {}).get(stream)
+        database, _, table = (mapped or "").rpartition(".")
+        database = database or config.get("database")
+        table = table or normalize_name(stream)
+        if not NAME.match(table):
+            raise ConfigError(f"stream '{stream}' gives no usable table name: map it with "
+                              f'table_map ({{"{stream}": "<database>.<table>"}})')
+        if not database:
+            raise ConfigError(
+                f"no database for stream '{stream}': set database (the default), or "
+                f'table_map ({{"{stream}": "<database>.<table>"}})'
+            )
+        replace = config["load_method"] == "overwrite"
+        other = next((s for s, load in self.loads.items()
+                      if (load.database, load.table) == (database, table)), None)
+        if replace and other is not None:
+            raise ConfigError(
+                f"streams '{other}' and '{stream}' are both mapped to table "
+                f"{database}.{table}: with load_method overwrite each would replace the "
+                "other's rows; map them to different tables"
+            )
+        load = self.loads[stream] = TableLoad(stream, database, table, replace)
+        self.logger.info("Stream '%s' -> %s table %s (%s)", stream, PLATFORM, load.qualified,
+                         "overwrite" if replace else "append")
+        return load
+
+
+@dataclass(frozen=True)
+class DataInsiderParts(SinkParts):
+    """What a DataInsider sink is handed by the target."""
+
+    client: DataInsiderClient
+    tables: TableRegistry
+    keys_as_primary_keys: bool = True
+    """`key_properties_as: primary_keys`: keys become primary keys and order-bys."""
+    line_number: Callable[[], int] = field(default=lambda: 0)
+    """The input line being read (names a dropped row's batch by its lines)."""
+
+
+class DataInsiderSink(CoreSink):
+    """Batches of rows -> `ingestion/batch` (or `ingestion/csv`) calls into one table."""
+
+    parts: DataInsiderParts
+    max_batch_bytes = 4 * 1024 * 1024
+    """Row bytes per batch: with the request's envelope every call stays under 5 MB."""
+
+    def sanitise_name(self, name: str) -> str:
+        return normalize_name(name)
+
+    def setup(self) -> None:
+        super().setup()
+        parts = self.parts
+        self.load = parts.tables.load_for(self.stream_name)
+        self.use_keys = parts.keys_as_primary_keys and any(c.is_key for c in self.columns)
+        self.di_columns = [self._definition(c) for c in self.columns]
+        self.layout: Layout | None = None  # known from the first batch on (sender thread)
+        self.line_number = parts.line_number
+        self.first_line = self.last_line = 0
+        self._batch_lines: dict[int, tuple[int, int]] = {}
+
+    def _definition(self, column: Column) -> dict[str, Any]:
+        class_name = CLASS_NAMES[column.type]
+        definition: dict[str, Any] = {
+            "class_name": class_name, "name": column.name, "display_name": column.source,
+            "is_nullable": not (self.use_keys and column.is_key),
+        }
+        if class_name == "datetime64":
+            definition.update(timezone="UTC", input_formats=[DATETIME_FORMAT])
+        elif class_name == "date":
+            definition["input_formats"] = [DATE_FORMAT]
+        return definition
+
+    def converter_for(self, column: Column) -> Converter | None:
+        validated = self.validate_schema
+        kind = column.type
+        if kind is ColumnType.DATETIME:
+            return utc_datetime_ms_text
+        if kind is ColumnType.DATE:
+            return conversions.date_text
+        if kind is ColumnType.JSON:
+            return conversions.json_text
+        if kind in (ColumnType.INTEGER, ColumnType.NUMBER):
+            return None if validated else conversions.number
+        if kind is ColumnType.BOOLEAN:
+            return None if validated else _boolean
+        if kind is ColumnType.TEXT and validated and column.json_types == ("string",):
+            return None
+        return conversions.text
+
+    def table_schema(self) -> dict[str, Any]:
+        keys = [c.name for c in self.columns if c.is_key] if self.use_keys else []
+        return {
+            "name": self.load.table, "db_name": self.load.database, "organization_id": 0,
+            "display_name": self.stream_name, "columns": self.di_columns,
+            "table_type": "replacing" if keys else "default",
+            "primary_keys": keys, "order_bys": keys,
+        }
+
+    # -- input lines of each batch (for errors about dropped rows) -------------------------
+
+    def add(self, record: dict) -> bool:
+        line = self.line_number()
+        if not self.rows:
+            self.first_line = line
+        self.last_line = line
+        return super().add(record)
+
+    def process_record(self, record: dict, context: dict | None) -> None:
+        line = self.line_number()
+        if not self.rows:
+            self.first_line = line
+        self.last_line = line
+        super().process_record(record, context)
+
+    def process_batch(self, context: dict) -> None:
+        if self.rows:
+            self._batch_lines[id(self.rows)] = (self.first_line, self.last_line)
+        super().process_batch(context)
+
+    # -- upload (sender thread) ------------------------------------------------------------
+
+    def send_batch(self, rows: list[bytes], prepared: Any) -> None:
+        lines = self._batch_lines.pop(id(rows), (0, 0))
+        layout = self.layout or self._prepare_table()
+        load = self.load
+        if load.replace and not load.truncated:
+            self.parts.client.truncate(load.database, load.table)
+            load.truncated = True
+            self.logger.info("Stream '%s': %s table %s truncated (load_method overwrite)",
+                             self.stream_name, PLATFORM, load.qualified)
+        self._deliver(rows, layout, lines)
+
+    def _prepare_table(self) -> Layout:
+        client, load = self.parts.client, self.load
+        client.register_schema(self.table_schema())
+        stored = client.table(load.database, load.table)["columns"]
+        self.layout = stored_layout(load, self.di_columns, stored)
+        self.logger.info("Stream '%s' -> %s table %s: %d columns stored, %d of them from "
+                         "this schema", self.stream_name, PLATFORM, load.qualified,
+                         len(self.layout.positions),
+                         sum(p is not None for p in self.layout.positions))
+        return self.layout
+
+    def _deliver(self, rows: list[bytes], layout: Layout, lines: tuple[int, int]) -> None:
+        try:
+            self._insert(rows, layout, lines)
+        except PayloadTooLarge:
+            if len(rows) == 1:
+                raise ApiError(f"stream '{self.stream_name}': a single row (input line "
+                               f"{lines[0]}) is larger than {PLATFORM} accepts (HTTP 413)",
+                               413) from None
+            half = len(rows) // 2
+            self.logger.warning("Stream '%s': %s refused %d rows as too large (HTTP 413); "
+                                "sending them as two batches of %d and %d", self.stream_name,
+                                PLATFORM, len(rows), half, len(rows) - half)
+            for part in (rows[:half], rows[half:]):
+                self._deliver(part, layout, lines)
+
+    def _insert(self, rows: list[bytes], layout: Layout, lines: tuple[int, int]) -> None:
+        client, load = self.parts.client, self.load
+        decoded: list[list[Any]] | None = None
+        if layout.identity:
+            payload = b"[" + b",".join(rows) + b"]"
+        else:
+            positions = layout.positions
+            decoded = [[None if i is None else values[i] for i in positions]
+                       for values in map(orjson.loads, rows)]
+            payload = orjson.dumps(decoded)
+        if b"null" in payload:  # cheap test first: most batches have no null at all
+            if decoded is None:
+                decoded = [orjson.loads(row) for row in rows]
+            if any(None in row for row in decoded):
+                self._insert_csv(decoded, lines)
+                return
+        counts = client.insert_batch(load.database, load.table, payload)
+        dropped = max(counts.invalid + counts.skipped + counts.failed,
+                      len(rows) - counts.inserted)
+        if dropped:
+            raise self._dropped(dropped, len(rows), lines,
+                                f"{counts.invalid} invalid, {counts.skipped} skipped, "
+                                f"{counts.failed} failed")
+        load.batches += 1
+        load.rows += len(rows)
+
+    def _insert_csv(self, rows: list[list[Any]], lines: tuple[int, int]) -> None:
+        load = self.load
+        if load.csv_batches == 0:
+            self.logger.info("Stream '%s': batches with nulls go to ingestion/csv, which "
+                             "writes NULL (ingestion/batch drops a row with a null in a "
+                             "non-string column, and writes a null string as \"\")",
+                             self.stream_name)
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        for row in rows:
+            writer.writerow([_csv_cell(value) for value in row])
+        inserted = self.parts.client.insert_csv(load.database, load.table, text.getvalue())
+        if inserted != len(rows):
+            raise self._dropped(len(rows) - inserted, len(rows), lines,
+                                f"ingestion/csv inserted {inserted}")
+        load.batches += 1
+        load.csv_batches += 1
+        load.rows += len(rows)
+
+    def _dropped(self, count: int, sent: int, lines: tuple[int, int], detail: str) -> ApiError:
+        # Acknowledging the batch would move STATE past rows that are not in the table.
+        return ApiError(f"stream '{self.stream_name}': {PLATFORM} dropped {count} of {sent} "
+                        f"rows of the batch from input lines {lines[0]}-{lines[1]} "
+                        f"({detail}) in table {self.load.qualified}; stopping before any "
+                        "later STATE", 200)

@@ -1,0 +1,162 @@
+"""target-datainsider: load any Singer tap's streams into DataInsider (Rocket.BI) tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from singer_sdk import typing as th
+
+from target_core.errors import ConfigError
+from target_core.http import ApiSession, RateLimiter, check_url
+from target_core.target import CoreTarget
+from target_datainsider.client import PLATFORM, DataInsiderClient
+from target_datainsider.sink import NAME, DataInsiderParts, DataInsiderSink, TableRegistry
+
+LOAD_METHODS = ("append-only", "overwrite")
+MODES = ("warehouse", "lake")
+KEY_PROPERTIES_AS = ("primary_keys", "none")
+
+
+class TargetDataInsider(CoreTarget):
+    """Singer target for DataInsider warehouse tables (schema + batch ingestion API)."""
+
+    name = "target-datainsider"
+    package_name = "singer-analytics-targets"
+    default_sink_class = DataInsiderSink
+
+    config_jsonschema = th.PropertiesList(
+        th.Property("api_url", th.StringType, required=True,
+                    description="API base URL, https://<client>.datainsider.co/api. https "
+                                "only, except loopback addresses (the sandbox: "
+                                "http://127.0.0.1:8765/datainsider/api)."),
+        th.Property("api_key", th.StringType, required=True, secret=True,
+                    description="DataInsider API key for the warehouse routes (Settings > "
+                                "API Key Management); it needs permission to create and edit "
+                                "databases. Never logged."),
+        th.Property("lake_api_key", th.StringType, secret=True,
+                    description="Key of the Data Lake file sync (one key per server, in its "
+                                "file_sync config); defaults to api_key. Never logged."),
+        th.Property("mode", th.StringType, default="warehouse", allowed_values=list(MODES),
+                    description="warehouse: each stream becomes a table (schema API + batch "
+                                "ingestion). lake: each stream becomes Parquet files in a "
+                                "Data Lake directory (file sync API)."),
+        th.Property("database", th.StringType,
+                    description="Warehouse mode: the database of streams table_map does not "
+                                "name (created when missing). Letters, digits and _."),
+        th.Property("table_map", th.ObjectType(additional_properties=th.StringType),
+                    description='Warehouse mode: stream -> "database.table" (or "table", in '
+                                'database), e.g. {"public-orders": "shop.orders"}. A table '
+                                "defaults to the stream name, normalised."),
+        th.Property("lake_path_prefix", th.StringType, default="/data/singer",
+                    description="Lake mode: the directory under which each stream gets its "
+                                "own (prefix/<stream>)."),
+        th.Property("lake_path_map", th.ObjectType(additional_properties=th.StringType),
+                    description='Lake mode: stream -> absolute lake directory, e.g. '
+                                '{"orders": "/data/shop/orders"}. Takes precedence over '
+                                "lake_path_prefix."),
+        th.Property("load_method", th.StringType, default="append-only",
+                    allowed_values=list(LOAD_METHODS),
+                    description="append-only: rows are added. overwrite: each stream's table "
+                                "is truncated before its first batch of the run (lake: a "
+                                "FullSync replaces the directory)."),
+        th.Property("key_properties_as", th.StringType, default="primary_keys",
+                    allowed_values=list(KEY_PROPERTIES_AS),
+                    description="primary_keys: a stream's key properties become the primary "
+                                "keys and order-bys of a replacing table (ClickHouse "
+                                "ReplacingMergeTree: rows with the same key are merged "
+                                "eventually). none: a plain table without keys."),
+        th.Property("batch_size_rows", th.IntegerType, default=10_000,
+                    description="Most rows per ingestion call; batches also end before 4 MB "
+                                "of rows, so every request stays under DataInsider's 5 MB."),
+        th.Property("rate_limit_per_minute", th.IntegerType, default=0,
+                    description="Most API calls in any 60 s. 0 (the default: DataInsider "
+                                "documents no limit) turns the client-side limit off."),
+        th.Property("request_timeout", th.IntegerType, default=300,
+                    description="Seconds to wait for one API answer."),
+        th.Property("max_retries", th.IntegerType, default=8,
+                    description="Retries of a call after 429, 5xx, a dropped connection or a "
+                                "timeout (exponential backoff; Retry-After is honoured)."),
+    ).to_dict()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._tables: TableRegistry | None = None
+        self._client: DataInsiderClient | None = None
+        super().__init__(*args, **kwargs)
+
+    def check_config(self) -> None:
+        config = self.config
+        check_url(config["api_url"], "api_url")
+        for name in ("batch_size_rows", "request_timeout"):
+            if config[name] < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if config["rate_limit_per_minute"] < 0 or config["max_retries"] < 0:
+            raise ConfigError("rate_limit_per_minute and max_retries cannot be negative")
+        if config.get("database") is not None:
+            _check_name(config["database"], "database")
+        for stream, target in (config.get("table_map") or {}).items():
+            for part in target.split("."):
+                _check_name(part, f"table_map['{stream}'] ({target!r})")
+            if target.count(".") > 1:
+                raise ConfigError(f"table_map['{stream}'] must be \"database.table\" or "
+                                  f"\"table\", got {target!r}")
+        for stream, path in {"lake_path_prefix": config["lake_path_prefix"],
+                             **(config.get("lake_path_map") or {})}.items():
+            if not path.startswith("/") or "//" in path or "/../" in f"{path}/":
+                label = stream if stream == "lake_path_prefix" else f"lake_path_map['{stream}']"
+                raise ConfigError(f"{label} must be an absolute lake path like /data/db/x, "
+                                  f"got {path!r}")
+        if config["mode"] == "lake":
+            raise ConfigError("mode 'lake' (Data Lake file sync) is not built yet: use mode "
+                              "'warehouse'")
+        # A replace starts with a truncate: a run resumed from a mid-run STATE would wipe
+        # what the interrupted run loaded and never get it again. STATE waits for the end.
+        self.checkpoint.hold_until_end = config["load_method"] == "overwrite"
+
+    @property
+    def client(self) -> DataInsiderClient:
+        if self._client is None:
+            session = ApiSession(
+                self.config["api_url"],
+                platform=PLATFORM,
+                headers={"User-Agent": f"{self.name}/{self.plugin_version}"},
+                timeout=self.config["request_timeout"],
+                max_retries=self.config["max_retries"],
+                rate_limiter=RateLimiter(self.config["rate_limit_per_minute"]),
+            )
+            self._client = DataInsiderClient(session, self.config["api_key"])
+        return self._client
+
+    @property
+    def tables(self) -> TableRegistry:
+        """The run's stream -> table registry, shared with the sinks."""
+        if self._tables is None:
+            self._tables = TableRegistry(self.config, self.logger)
+        return self._tables
+
+    def sink_parts(self, stream: str) -> DataInsiderParts:
+        return DataInsiderParts(
+            self.checkpoint, self.uploader, client=self.client, tables=self.tables,
+            keys_as_primary_keys=self.config["key_properties_as"] == "primary_keys",
+            line_number=lambda: self.message_reader.line_number,
+        )
+
+    def finish_streams(self) -> None:
+        for load in self.tables.loads.values():
+            if load.batches == 0:
+                self.logger.info("Stream '%s': no new records; table %s left as it was",
+                                 load.stream, load.qualified)
+                continue
+            csv_note = f" ({load.csv_batches} as CSV for nulls)" if load.csv_batches else ""
+            self.logger.info("Stream '%s': %d rows in %d batches%s to table %s", load.stream,
+                             load.rows, load.batches, csv_note, load.qualified)
+
+
+def _check_name(name: str, setting: str) -> None:
+    if not NAME.match(name):
+        raise ConfigError(f"{setting}: {name!r} is not a DataInsider database or table name "
+                          "(letters, digits and _ only)")
+
+
+def main() -> None:
+    """Console entry point."""
+    TargetDataInsider.cli()

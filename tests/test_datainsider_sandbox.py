@@ -1,0 +1,227 @@
+"""The DataInsider emulator over real HTTP: the contract's checklist (apis/datainsider.md §7).
+
+The emulator judges the target, so what it accepts and refuses is pinned down here: the
+error envelope and its odd codes, keys, schema merge, the positional batch and its null
+quirk, CSV ingestion, truncate, read-back, and `target-sandbox show`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import sandbox_cmd
+
+from target_core.sandbox import SandboxServer
+from target_datainsider.sandbox import SANDBOX_API_KEY, SANDBOX_READONLY_KEY
+
+KEY = {"api_key": SANDBOX_API_KEY}
+COLUMNS = [
+    {"class_name": "int64", "name": "id", "display_name": "Id"},
+    {"class_name": "string", "name": "name", "display_name": "Name", "is_nullable": True},
+    {"class_name": "double", "name": "amount", "display_name": "Amount", "is_nullable": True},
+    {"class_name": "bool", "name": "ok", "display_name": "Ok", "is_nullable": True},
+    {"class_name": "datetime64", "name": "at", "display_name": "At", "is_nullable": True,
+     "timezone": "UTC", "input_formats": ["yyyy-MM-dd HH:mm:ss.SSSXXX",
+                                          "yyyy-MM-dd HH:mm:ss.SSS"]},
+    {"class_name": "date", "name": "day", "display_name": "Day", "is_nullable": True},
+]
+
+
+class Api:
+    def __init__(self, server: SandboxServer) -> None:
+        self.url = server.api_url("datainsider")
+
+    def call(self, method: str, route: str, body: Any = None, *, key: str | None =
+             SANDBOX_API_KEY, query_key: bool = False) -> requests.Response:
+        params = {"api_key": key} if key and (query_key or body is None) else None
+        if isinstance(body, dict) and key and not query_key:
+            body = {"api_key": key, **body}
+        return requests.request(method, f"{self.url}/{route}", json=body, params=params,
+                                timeout=30)
+
+    def ok(self, method: str, route: str, body: Any = None) -> Any:
+        answer = self.call(method, route, body)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def schema(self, table: str, columns: list[dict], **extra: Any) -> Any:
+        return self.ok("POST", "ingestion/csv/schema", {"schema": {
+            "name": table, "db_name": "shop", "organization_id": 0, "display_name": table,
+            "columns": columns, **extra}})
+
+    def batch(self, table: str, records: list) -> dict:
+        return self.ok("POST", "ingestion/batch", {"db_name": "shop", "tbl_name": table,
+                                                   "records": records})
+
+    def rows(self, table: str, server: SandboxServer) -> list[dict]:
+        databases = server.emulators["datainsider"].snapshot()["databases"]
+        return databases["shop"]["tables"][table]["rows"]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[SandboxServer]:
+    with SandboxServer(tmp_path / "data") as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def api(server: SandboxServer) -> Api:
+    return Api(server)
+
+
+def envelope(answer: requests.Response) -> tuple[int, str, str]:
+    body = answer.json()
+    assert body["code"] == answer.status_code
+    return answer.status_code, body["reason"], body["message"]
+
+
+def test_keys_none_unknown_and_read_only(api: Api) -> None:
+    assert envelope(api.call("GET", "databases", key=None)) == (
+        401, "not_authenticated", "the session is expired or invalid.")
+    unknown = api.call("GET", "databases", key="nope-key")
+    assert (unknown.status_code, unknown.json()) == (404, {"errors": ["not found api key: "
+                                                                      "nope-key"]})
+    assert api.call("GET", "databases", key=SANDBOX_READONLY_KEY).status_code == 200
+    refused = api.call("POST", "databases", {"name": "x"}, key=SANDBOX_READONLY_KEY)
+    assert envelope(refused)[:2] == (403, "insufficient_permission")
+    # the key may come in the query string of a POST too
+    assert api.call("POST", "databases", {"name": "q"}, query_key=True).status_code == 200
+
+
+def test_envelope_and_odd_codes(api: Api) -> None:
+    api.ok("POST", "databases", {"name": "shop"})
+    assert envelope(api.call("POST", "databases", {"name": "shop"})) == (
+        404, "db_existed", "The database already existed for this organization.")
+    table = {"tbl_name": "t", "columns": COLUMNS[:2]}
+    api.ok("POST", "databases/shop/tables", table)
+    assert envelope(api.call("POST", "databases/shop/tables", table)) == (
+        400, "bad_request", "table t already exist in db shop")
+    assert envelope(api.call("GET", "databases/shop/tables/nope")) == (
+        404, "table_not_found", "the table nope was not found in shop database")
+    assert envelope(api.call("GET", "databases/nodb/tables/t")) == (
+        500, "internal_error", "requirement failed: Not found db with name nodb in org 0")
+    assert envelope(api.call("POST", "ingestion/batch", {"db_name": "shop", "tbl_name": "x",
+                                                          "records": []}))[:2] == (
+        404, "table_not_found")
+    bad_json = requests.post(f"{api.url}/databases?api_key={SANDBOX_API_KEY}", data=b"{oops",
+                             headers={"Content-Type": "application/json"}, timeout=10)
+    assert envelope(bad_json)[:2] == (400, "invalaid_json_format")
+    not_json = requests.post(f"{api.url}/databases?api_key={SANDBOX_API_KEY}",
+                             data=b'{"name": "z"}', headers={"Content-Type": "text/plain"},
+                             timeout=10)
+    assert envelope(not_json) == (400, "invalid_param", "name: field is required")
+    assert envelope(api.call("POST", "databases", {"name": "bad-name"}))[:2] == (
+        400, "invalid_param")
+    assert envelope(api.call("PUT", "ingestion/batch", {}))[0] == 405
+
+
+def test_schema_creates_then_merges_by_name_only(api: Api) -> None:
+    answer = api.schema("Orders Été", [{"class_name": "int64", "name": "order id",
+                                        "display_name": "Order ID"}])
+    assert (answer["name"], answer["columns"][0]["name"]) == ("Orders_Ete", "order_id")
+    api.schema("Orders Été", [
+        {"class_name": "string", "name": "order id", "display_name": "changed type"},
+        {"class_name": "double", "name": "total", "display_name": "Total"}])
+    stored = api.ok("GET", "databases/shop/tables/Orders_Ete")
+    assert [(c["name"], c["class_name"], c["display_name"]) for c in stored["columns"]] == [
+        ("order_id", "int64", "Order ID"),  # a changed type is silently left as it was
+        ("total", "double", "Total")]
+    assert api.ok("GET", "databases/shop")["tables"][0]["name"] == "Orders_Ete"
+    assert [d["name"] for d in api.ok("GET", "databases")] == ["shop"]
+    missing_key = api.call("POST", "ingestion/csv/schema", {"schema": {
+        "name": "k", "db_name": "shop", "organization_id": 0, "display_name": "k",
+        "columns": COLUMNS[:1], "primary_keys": ["nope"], "table_type": "replacing"}})
+    assert envelope(missing_key)[:2] == (500, "db_execute_error")
+
+
+def test_batch_is_positional_with_the_null_quirk(api: Api, server: SandboxServer) -> None:
+    api.schema("t", [*COLUMNS[:5], {**COLUMNS[5], "input_formats": ["yyyy-MM-dd"]},
+                     {"class_name": "int32", "name": "n", "display_name": "N",
+                      "is_nullable": True, "default_value": 7}])
+    counts = api.batch("t", [
+        [1, "a", 1.5, True, "2024-01-02 03:04:05.678+05:30", "2024-01-02", 1, "extra dropped"],
+        [2, None, 2, "false", 1700000000123, "2024-01-03", None],  # string null -> "", n -> 7
+        [3, "c", None, True, None, None, 1],  # nulls in nullable non-string columns: invalid
+        [4, "d", "x", 1, "2024-01-02T03:04:05", "2024-02-30", 1],  # 3 bad fields: invalid
+        [5, "short"],  # fewer values than columns: skipped
+    ])
+    assert counts == {"total_records": 5, "total_invalid_records": 2, "total_invalid_fields": 6,
+                      "total_skipped_records": 1, "total_inserted_records": 2,
+                      "total_failed_records": 0}
+    assert api.rows("t", server) == [
+        {"id": 1, "name": "a", "amount": 1.5, "ok": True, "at": "2024-01-01 21:34:05.678",
+         "day": "2024-01-02", "n": 1},
+        {"id": 2, "name": "", "amount": 2.0, "ok": False, "at": "2023-11-14 22:13:20.123",
+         "day": "2024-01-03", "n": 7},
+    ]
+
+
+def test_date_without_input_formats_needs_the_default_pattern(api: Api,
+                                                              server: SandboxServer) -> None:
+    api.schema("d", [COLUMNS[0], COLUMNS[5], {"class_name": "datetime", "name": "dt",
+                                              "display_name": "dt", "timezone": "Asia/Kolkata"}])
+    counts = api.batch("d", [[1, "2024-01-02", "2024-01-02 05:30:00"],
+                             [2, "2024-01-02 00:00:00", "2024-01-02 05:30:00.999"]])
+    assert (counts["total_invalid_records"], counts["total_inserted_records"]) == (1, 1)
+    assert api.rows("d", server) == [{"id": 2, "day": "2024-01-02", "dt": "2024-01-02 00:00:00"}]
+
+
+def test_csv_writes_nulls_and_bad_cells_become_null(api: Api, server: SandboxServer) -> None:
+    api.schema("c", COLUMNS)
+    answer = api.ok("POST", "ingestion/csv", {
+        "db_name": "shop", "tbl_name": "c",
+        "csv_setting": {"include_header": True, "delimiter": ",", "add_batch_info": False},
+        "data": 'id,name,amount,ok,at,day\n1,"a, ""quoted""\nline",,true,'
+                "2024-01-02 03:04:05.006Z,\n2,b,notanumber\n"})
+    assert answer == {"succeed": True, "row_inserted": 3}  # the header is a row too
+    header, first, second = api.rows("c", server)
+    assert header["id"] is None and header["name"] == "name"  # "id" is no int64: NULL
+    assert first == {"id": 1, "name": 'a, "quoted"\nline', "amount": None, "ok": True,
+                     "at": "2024-01-02 03:04:05.006", "day": None}  # day: no input format
+    assert second == {"id": 2, "name": "b", "amount": None, "ok": None, "at": None,
+                      "day": None}
+    nulls = api.ok("POST", "ingestion/csv", {"db_name": "shop", "tbl_name": "c",
+                                             "data": ',,,,,\n3,""\n'})
+    assert nulls == {"succeed": True, "row_inserted": 1}  # a row of NULLs only is dropped
+    assert api.rows("c", server)[-1]["name"] is None  # an empty string is NULL
+    broken = api.call("POST", "ingestion/csv", {"db_name": "shop", "tbl_name": "c",
+                                                "data": '1,"never closed\n'})
+    assert envelope(broken)[:2] == (400, "bad_request")
+
+
+def test_truncate_and_drop(api: Api, server: SandboxServer) -> None:
+    api.schema("t", COLUMNS[:1])
+    api.batch("t", [[1], [2]])
+    assert api.ok("DELETE", "ingestion/shop/t") is True
+    assert api.rows("t", server) == []
+    assert api.ok("DELETE", "ingestion/shop/absent") is True  # true for a missing table too
+    api.batch("t", [[3]])
+    assert api.rows("t", server) == [{"id": 3}]
+    assert api.ok("DELETE", "databases/shop/tables/t") is True
+    assert api.call("GET", "databases/shop/tables/t").status_code == 404
+
+
+def test_show_prints_databases_tables_and_rows_and_survives_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with SandboxServer(data) as server:
+        api = Api(server)
+        api.schema("t", COLUMNS[:2])
+        api.batch("t", [[1, "a"], [2, "b"]])
+        api.schema("t", [*COLUMNS[:2], COLUMNS[2]])
+        api.batch("t", [[3, "c", 0.5]])
+    shown = subprocess.run([*sandbox_cmd(), "show", "--data-dir", str(data)],
+                           capture_output=True, text=True, check=True, timeout=30).stdout
+    table = json.loads(shown)["datainsider"]["databases"]["shop"]["tables"]["t"]
+    assert [c["name"] for c in table["columns"]] == ["id", "name", "amount"]
+    assert table["rows"] == [{"id": 1, "name": "a", "amount": None},
+                             {"id": 2, "name": "b", "amount": None},
+                             {"id": 3, "name": "c", "amount": 0.5}]
+    assert (table["row_count"], table["batch_calls"]) == (3, 2)
+    with SandboxServer(data) as again:
+        assert len(Api(again).rows("t", again)) == 3
