@@ -33,11 +33,11 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from target_core import conversions
-from target_core.columns import Column, ColumnType
+from target_core.columns import Column, ColumnType, columns_from_schema
 
 MAX_NAME_BYTES = 64
 MAX_LABEL_CHARS = 1024  # DataTile's own cut
@@ -99,6 +99,13 @@ def unique_variable_names(fields: Iterable[str]) -> list[str]:
         taken.add(name.upper())
         names.append(name)
     return names
+
+
+def datatile_columns(schema: dict[str, Any], key_properties: Iterable[str] = ()) -> list[Column]:
+    """The stream's columns (``target_core.columns``) named by DataTile's rules."""
+    columns = columns_from_schema(schema, key_properties)
+    names = unique_variable_names(column.source for column in columns)
+    return [replace(column, name=name) for column, name in zip(columns, names, strict=True)]
 
 
 def variable_label(field: str) -> str:
