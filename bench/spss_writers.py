@@ -79,7 +79,8 @@ def records(rows: int, chunk: int = 10_000) -> Iterator[dict[str, Any]]:
                 "birthday": None if rng.random() < 0.1 else f"{year:04d}-{rng.randint(1, 12):02d}-"
                 f"{rng.randint(1, 28):02d}",
                 "updated_at": None if rng.random() < 0.05 else (
-                    f"{rng.randint(1990, 2030):04d}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+                    f"{rng.randint(1990, 2030):04d}-{rng.randint(1, 12):02d}-"
+                    f"{rng.randint(1, 28):02d}"
                     f"T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
                     f".{rng.randint(0, 999_999):06d}{rng.choice(OFFSETS)}"),
                 "note": None if rng.random() < 0.2 else "".join(
@@ -95,7 +96,8 @@ def rows_of(count: int) -> Iterator[list[Any]]:
 
 
 # the two writers (each run in a child process) -------------------------------------------
-def write_readstat_arrow(count: int, out: Path, chunk: int) -> dict[str, Any]:
+def write_readstat_arrow(count: int, out: Path, chunk: int,
+                         compression: str = "zlib") -> dict[str, Any]:
     from target_core.conversions import dumps
     from target_core.spool import RowSpool
     from target_datatile.spss import HeaderMeter, SpssFileWriter
@@ -107,7 +109,7 @@ def write_readstat_arrow(count: int, out: Path, chunk: int) -> dict[str, Any]:
             meter.observe(row, line)
             spool.write(dumps(row))
         spooled = time.monotonic()
-        writer = SpssFileWriter(out, COLUMNS, meter.facts())
+        writer = SpssFileWriter(out, COLUMNS, meter.facts(), compression=compression)
         batch: list[list[Any]] = []
         for row in spool.read_rows():
             batch.append(row)
@@ -146,7 +148,14 @@ def write_pyreadstat(count: int, out: Path, chunk: int) -> dict[str, Any]:
     return {"spool_s": built - started, "write_s": time.monotonic() - built}
 
 
-WRITERS = {"readstat-arrow": write_readstat_arrow, "pyreadstat": write_pyreadstat}
+def write_readstat_arrow_sav(count: int, out: Path, chunk: int) -> dict[str, Any]:
+    """.sav with SPSS's bytecode compression: ReadStat streams it (a .zsav it keeps in memory
+    until the end, since the zlib block index precedes the blocks)."""
+    return write_readstat_arrow(count, out, chunk, compression="rows")
+
+
+WRITERS = {"readstat-arrow": write_readstat_arrow, "readstat-arrow-sav": write_readstat_arrow_sav,
+           "pyreadstat": write_pyreadstat}
 
 
 # checking a file with pyreadstat -----------------------------------------------------------
@@ -228,21 +237,26 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=10_000)
     parser.add_argument("--pandas-python", help="a Python with pandas + pyreadstat")
     parser.add_argument("--no-verify", action="store_true")
+    parser.add_argument("--only", nargs="+", choices=list(WRITERS), help="these writers only")
     parser.add_argument("--child")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(WRITERS[args.child](args.rows[0], args.out, args.chunk)))
         return
-    subjects = [("readstat-arrow", sys.executable)]
+    subjects = [("readstat-arrow", sys.executable), ("readstat-arrow-sav", sys.executable)]
     if args.pandas_python:
         subjects.append(("pyreadstat", args.pandas_python))
-    print("| writer | rows | wall s | spool/build s | write s | peak RSS MB | file MB | read back |")
+    if args.only:
+        subjects = [subject for subject in subjects if subject[0] in args.only]
+    print("| writer | rows | wall s | spool/build s | write s | peak RSS MB | file MB "
+          "| read back |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     with tempfile.TemporaryDirectory(prefix="spss-bench-") as tmp:
         for count in args.rows:
             for library, python in subjects:
-                out = Path(tmp) / f"{library}-{count}.zsav"
+                suffix = ".sav" if library.endswith("-sav") else ".zsav"
+                out = Path(tmp) / f"{library}-{count}{suffix}"
                 result = run_child(python, library, count, out, args.chunk)
                 checked = "not checked" if args.no_verify else verify(out, count)
                 print(f"| {library} | {count:,} | {result['wall_s']:.1f} | {result['spool_s']:.1f}"
