@@ -39,6 +39,15 @@ class HeaderFacts:
     string_widths: dict[str, int] = field(default_factory=dict)
     """Column name -> widest value in UTF-8 bytes (string columns only)."""
 
+    @classmethod
+    def from_widths(
+        cls, row_count: int, columns: Sequence[Column], widths: Sequence[int]
+    ) -> HeaderFacts:
+        """From a spool that measured widths by column position (the core's ``RowSpool``:
+        ``rows`` and ``string_widths``)."""
+        return cls(row_count, {column.name: width
+                               for column, width in zip(columns, widths, strict=True)})
+
 
 class HeaderMeter:
     """Fed every row while it is spooled; keeps the :class:`HeaderFacts` of the file to come.

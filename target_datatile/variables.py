@@ -217,15 +217,36 @@ def spss_datetime(value: Any) -> str | None:
     return _LAST_INSTANT if text > _LAST_INSTANT else text
 
 
+def _fits(text: str | None) -> str | None:
+    # a character is at most 4 UTF-8 bytes: only long texts need encoding to be measured
+    if text is not None and len(text) > MAX_STRING_BYTES // 4:
+        size = len(text.encode())
+        if size > MAX_STRING_BYTES:
+            raise ValueError(f"is {size} bytes of text; an SPSS string variable holds at most "
+                             f"{MAX_STRING_BYTES} bytes")
+    return text
+
+
+def spss_text(value: Any) -> str | None:
+    """Text (other JSON values as JSON text), refused over SPSS's 32,767 bytes: the row
+    encoder turns the refusal into an error naming the stream, line and field."""
+    return _fits(conversions.text(value))
+
+
+def spss_json(value: Any) -> str | None:
+    """Objects and arrays as compact JSON text, within SPSS's 32,767 bytes."""
+    return _fits(conversions.json_text(value))
+
+
 _CONVERTERS: dict[ColumnType, Converter] = {
     ColumnType.INTEGER: spss_number,
     ColumnType.NUMBER: spss_number,
     ColumnType.BOOLEAN: spss_boolean,
     ColumnType.DATE: conversions.date_text,
     ColumnType.DATETIME: spss_datetime,
-    ColumnType.JSON: conversions.json_text,
-    ColumnType.TEXT: conversions.text,
-    ColumnType.TIME: conversions.text,
+    ColumnType.JSON: spss_json,
+    ColumnType.TEXT: spss_text,
+    ColumnType.TIME: spss_text,
 }
 
 
