@@ -15,7 +15,7 @@ whole data frame: docs/datatile.md has the measurements.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -190,3 +190,24 @@ class SpssFileWriter:
         """Drop a file that will not be finished, so no partial file can be uploaded."""
         self._writer.__exit__(RuntimeError, None, None)  # closes the file, writes no more
         self.path.unlink(missing_ok=True)
+
+
+def write_spss_file(
+    path: Path | str,
+    columns: Sequence[Column],
+    facts: HeaderFacts,
+    batches: Iterable[Sequence[Sequence[Any]]],
+    *,
+    compression: Compression = "zlib",
+) -> Path:
+    """The whole file from batches of rows (a spool read back); no partial file is left
+    behind when a batch fails or the run is interrupted."""
+    writer = SpssFileWriter(path, columns, facts, compression=compression)
+    try:
+        for batch in batches:
+            writer.write_batch(batch)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyreadstat
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from target_core.columns import Column, ColumnType
 from target_core.errors import InputError
-from target_datatile.spss import HeaderFacts, HeaderMeter, SpssFileWriter
+from target_datatile.spss import HeaderFacts, HeaderMeter, SpssFileWriter, write_spss_file
 from target_datatile.variables import (
     MAX_NAME_BYTES,
     RESERVED_WORDS,
@@ -229,3 +230,22 @@ def test_header_facts_from_a_spool_that_measured_by_position(tmp_path: Path) -> 
     data, meta = read(tmp_path / "f.zsav")
     assert meta.original_variable_types["t"] == "A5"
     assert list(data["t"]) == ["abcde", "xy"]
+
+
+def test_a_whole_file_from_batches_and_no_file_when_a_batch_fails(tmp_path: Path) -> None:
+    columns = datatile_columns({"properties": {"id": {"type": "integer"},
+                                               "at": {"type": "string", "format": "date-time"}}})
+    good = write_spss_file(tmp_path / "ok.zsav", columns, HeaderFacts(3),
+                           [[(1.0, "2024-01-02 03:04:05")],  # the core's default date-time text
+                            [(2.0, dt.datetime(2024, 1, 2, 3, 4, 6)), (3.0, None)]])
+    data, _ = read(good)
+    assert list(data["at"]) == [dt.datetime(2024, 1, 2, 3, 4, 5), dt.datetime(2024, 1, 2, 3, 4, 6),
+                                None]
+
+    def failing() -> Iterator[list[tuple]]:
+        yield [(1.0, None)]
+        raise KeyboardInterrupt  # a signal in the middle of writing
+
+    with pytest.raises(KeyboardInterrupt):
+        write_spss_file(tmp_path / "cut.zsav", columns, HeaderFacts(2), failing())
+    assert not (tmp_path / "cut.zsav").exists()
