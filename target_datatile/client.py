@@ -59,9 +59,9 @@ class ApiShape:
     """Field of the finished job that holds the database's hash (a new one after create)."""
     callback_field: str = "callback"
     """Multipart field that carries ``callback_url``."""
-    busy_statuses: tuple[int, ...] = (409, 423)
+    busy_status_codes: tuple[int, ...] = (409, 423)
     """'Destination busy': a previous request to it still runs; waited out with backoff."""
-    quota_statuses: tuple[int, ...] = (402,)
+    quota_status_codes: tuple[int, ...] = (402,)
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ class DataTileClient:
             try:
                 response = self._post_file(route, path, callback_url)
             except HttpStatusError as exc:
-                if exc.status in self.shape.busy_statuses:
+                if exc.status in self.shape.busy_status_codes:
                     pause = min(next(busy_waits), max(0.0, started + busy_timeout - self._clock()))
                     if pause <= 0:
                         raise ApiError(
@@ -267,7 +267,7 @@ class DataTileClient:
     # errors -------------------------------------------------------------------------------
     def _explain(self, exc: HttpStatusError, action: str, target_hash: str) -> ApiError:
         status, route = exc.status, exc.route
-        if status in self.shape.quota_statuses:
+        if status in self.shape.quota_status_codes:
             return ApiError(f"{PLATFORM} refused {route} for quota (HTTP {status}): {exc.detail}. "
                             "Quotas differ per server: ask the DataTile administrator", status)
         what = "folder" if action == "create" else "database"
