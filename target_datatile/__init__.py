@@ -1,0 +1,8 @@
+"""target-datatile: each Singer stream becomes one SPSS file, uploaded to DataTile's Data
+Collector API (create / reload / append), then the processing job is polled to its end.
+
+- `variables`: DataTile's rules for SPSS variables (names, labels, types, values).
+- `spss`: the row count and string widths measured while spooling; the .sav/.zsav writer.
+- `client`: the Data Collector API, one method per route.
+- `sandbox`: the emulator served by `target-sandbox` under `/datatile/api/v2`.
+"""

@@ -1,0 +1,213 @@
+"""SPSS files (.sav / .zsav) written batch by batch, from rows spooled to disk.
+
+An SPSS header holds the row count and each string variable's width, before the first row.
+So a stream's file is made in two steps:
+
+1. while rows are spooled, :class:`HeaderMeter` counts them and keeps each string
+   column's widest value in UTF-8 bytes (and refuses one over SPSS's 32,767);
+2. at the end, :class:`SpssFileWriter` gets those :class:`HeaderFacts`, then the rows from
+   the spool in bounded chunks; each chunk becomes one Arrow record batch that
+   readstat-arrow's ``SavWriter`` appends, so memory depends on the chunk, not the stream.
+
+readstat-arrow (on the ReadStat C library) was chosen over pyreadstat, which writes only a
+whole data frame: docs/datatile.md has the measurements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import readstat_arrow
+
+from target_core.columns import Column
+from target_core.errors import InputError
+from target_datatile.variables import MAX_STRING_BYTES, SpssVariable, spss_variables
+
+Compression = Literal["zlib", "rows", "none"]
+"""``zlib`` makes a .zsav file (SPSS 21+), ``rows`` a bytecode-compressed .sav."""
+
+
+@dataclass
+class HeaderFacts:
+    """What the header needs to know before the first row is written."""
+
+    row_count: int = 0
+    string_widths: dict[str, int] = field(default_factory=dict)
+    """Column name -> widest value in UTF-8 bytes (string columns only)."""
+
+    @classmethod
+    def from_widths(
+        cls, row_count: int, columns: Sequence[Column], widths: Sequence[int]
+    ) -> HeaderFacts:
+        """From a spool that measured widths by column position (the core's ``RowSpool``:
+        ``rows`` and ``string_widths``)."""
+        return cls(row_count, {column.name: width
+                               for column, width in zip(columns, widths, strict=True)})
+
+
+class HeaderMeter:
+    """Fed every row while it is spooled; keeps the :class:`HeaderFacts` of the file to come.
+
+    Rows are lists of converted values in column order (the writer's input). A string is
+    measured with ``len()`` when it is ASCII, so the common case costs no encoding.
+    """
+
+    def __init__(self, stream: str, columns: Sequence[Column]) -> None:
+        self.stream = stream
+        self.columns = list(columns)
+        self._strings = [
+            (index, column.name)
+            for index, (column, variable) in enumerate(
+                zip(self.columns, spss_variables(self.columns), strict=True)
+            )
+            if variable.is_string
+        ]
+        self._widths = [0] * len(self._strings)
+        self.row_count = 0
+
+    def observe(self, row: Sequence[Any], line: int | None = None) -> None:
+        """Count one row; ``line`` is its Singer input line, named in the error."""
+        widths = self._widths
+        for slot, (index, _) in enumerate(self._strings):
+            value = row[index]
+            if value is None:
+                continue
+            size = len(value) if value.isascii() else len(value.encode())
+            if size > widths[slot]:
+                if size > MAX_STRING_BYTES:
+                    self._too_long(slot, size, line)
+                widths[slot] = size
+        self.row_count += 1
+
+    def _too_long(self, slot: int, size: int, line: int | None) -> None:
+        column = self.columns[self._strings[slot][0]]
+        where = f"line {line}" if line is not None else f"record {self.row_count + 1}"
+        raise InputError(
+            f"stream '{self.stream}' {where}: field '{column.source}' is {size} bytes of "
+            f"text; an SPSS string variable holds at most {MAX_STRING_BYTES} bytes"
+        )
+
+    def facts(self) -> HeaderFacts:
+        return HeaderFacts(
+            self.row_count,
+            {name: width for (_, name), width in zip(self._strings, self._widths, strict=True)},
+        )
+
+
+def _arrow_type(variable: SpssVariable) -> pa.DataType:
+    return {
+        "numeric": pa.float64(),
+        "string": pa.string(),
+        "date": pa.date32(),
+        "datetime": pa.timestamp("us"),
+    }[variable.kind]
+
+
+def _temporal(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
+    """ISO strings (what the converters make) cast in one call; date/datetime objects too."""
+    try:
+        strings = pa.array(values, pa.string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return pa.array(values, arrow_type)
+    return strings.cast(arrow_type)
+
+
+class SpssFileWriter:
+    """One .sav / .zsav file, written from batches of rows.
+
+    ``columns`` fix the variables (names, labels, types: :mod:`target_datatile.variables`);
+    ``facts`` give the row count and string widths measured while spooling. Each
+    :meth:`write_batch` takes rows as lists of converted values in column order (see
+    :func:`target_datatile.variables.converter_for`). :meth:`close` finishes the file and
+    fails if fewer rows came than the header announced; :meth:`abort` removes the file.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        columns: Sequence[Column],
+        facts: HeaderFacts,
+        *,
+        compression: Compression = "zlib",
+    ) -> None:
+        self.path = Path(path)
+        self.columns = list(columns)
+        self.variables = spss_variables(self.columns)
+        self.schema = pa.schema([(v.name, _arrow_type(v)) for v in self.variables])
+        self._writer = readstat_arrow.SavWriter(
+            self.path,
+            self.schema,
+            facts.row_count,
+            self._metadata(facts),
+            compression=compression,
+        )
+
+    def _metadata(self, facts: HeaderFacts) -> readstat_arrow.Metadata:
+        variables = self.variables
+        return readstat_arrow.Metadata(
+            variable_labels={v.name: v.label for v in variables},
+            formats={v.name: v.format for v in variables if v.format},
+            measures={v.name: v.measure for v in variables},  # type: ignore[misc]
+            value_labels={
+                v.name: [{"value": value, "label": label} for value, label in v.value_labels]
+                for v in variables
+                if v.value_labels
+            },
+            storage_widths={
+                v.name: max(1, facts.string_widths.get(v.name, 0))
+                for v in variables
+                if v.is_string
+            },
+        )
+
+    @property
+    def rows_written(self) -> int:
+        return self._writer.rows_written
+
+    def write_batch(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Append rows (each a list of converted values in column order)."""
+        if not rows:
+            return
+        arrays = []
+        for variable, arrow_type, values in zip(
+            self.variables, self.schema.types, zip(*rows, strict=True), strict=True
+        ):
+            if variable.kind in ("date", "datetime"):
+                arrays.append(_temporal(values, arrow_type))
+            else:
+                arrays.append(pa.array(values, arrow_type))
+        self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+
+    def close(self) -> None:
+        """Finish the file (ReadStat fails if fewer rows came than the header holds)."""
+        self._writer.close()
+
+    def abort(self) -> None:
+        """Drop a file that will not be finished, so no partial file can be uploaded."""
+        self._writer.__exit__(RuntimeError, None, None)  # closes the file, writes no more
+        self.path.unlink(missing_ok=True)
+
+
+def write_spss_file(
+    path: Path | str,
+    columns: Sequence[Column],
+    facts: HeaderFacts,
+    batches: Iterable[Sequence[Sequence[Any]]],
+    *,
+    compression: Compression = "zlib",
+) -> Path:
+    """The whole file from batches of rows (a spool read back); no partial file is left
+    behind when a batch fails or the run is interrupted."""
+    writer = SpssFileWriter(path, columns, facts, compression=compression)
+    try:
+        for batch in batches:
+            writer.write_batch(batch)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.path
