@@ -57,6 +57,7 @@ DEFAULT_URL_EXPIRES_SECONDS = 900
 CONTENT_TYPES = {".csv": "text/csv", ".json": "application/json", ".xlsx":
                  "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
+_SETTINGS = {"signed_url_expires_seconds": DEFAULT_URL_EXPIRES_SECONDS, "expired_urls_to_issue": 0}
 _META_VERSION = 1
 
 # -- uSmart's CSV reading rules ------------------------------------------------------------------
@@ -307,7 +308,7 @@ def _fresh_state() -> dict[str, Any]:
     return {
         "version": _META_VERSION,
         "signing_key": secrets.token_hex(32),
-        "settings": {"signed_url_expires_seconds": DEFAULT_URL_EXPIRES_SECONDS},
+        "settings": dict(_SETTINGS),
         "datasets": {
             SANDBOX_DATASET: {
                 "title": "Sandbox dataset",
@@ -389,7 +390,7 @@ def _revision_record(reference: str, upload: Mapping[str, Any], parsed: ParsedCs
     }
 
 
-_ACTION_PATH = re.compile(r"/org/([^/]+)/([A-Za-z]+:[A-Za-z]+)\Z")
+_ACTION_PATH = re.compile(r"/org/([^/]+)/([A-Za-z0-9]+:[A-Za-z0-9]+)\Z")
 _READ_PATH = re.compile(r"/org/([^/]+)/([^/]+)/latest/urql\Z")
 _S3_PATH = re.compile(r"/s3/" + re.escape(BUCKET) + r"/(.+)\Z")
 _LIMIT = re.compile(r"limit\((\d+),(\d+)\)")
@@ -400,6 +401,8 @@ class UsmartEmulator:
 
     name: ClassVar[str] = "usmart"
     prefix: ClassVar[str] = "/usmart"
+    credential_sources: ClassVar[tuple[str, ...]] = ("header:api-key-id",)
+    """Where the kit's per-credential rate limit finds the key (issue 14's kit)."""
 
     def __init__(self, store: Store) -> None:
         self.catalog = UsmartCatalog(store)
@@ -479,19 +482,24 @@ class UsmartEmulator:
 
     # -- emulator settings -----------------------------------------------------------------------
     def _settings(self, request: Request) -> Reply:
+        """``signed_url_expires_seconds`` (how long a signed URL lives) and
+        ``expired_urls_to_issue`` (the next N signed URLs are issued already expired)."""
         settings = self.catalog.state["settings"]
         if request.method == "POST":
             changes = request.json_object()
-            expires = changes.get("signed_url_expires_seconds")
-            if set(changes) - {"signed_url_expires_seconds"} or isinstance(expires, bool) \
-                    or not isinstance(expires, int) or expires < 0:
-                raise ApiError(400, "settings: only signed_url_expires_seconds, an integer >= 0")
+            unknown = set(changes) - set(_SETTINGS)
+            if unknown:
+                raise ApiError(400, f"unknown settings: {', '.join(sorted(unknown))}")
+            for name, value in changes.items():
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ApiError(400, f"{name} must be an integer >= 0")
             with self.catalog.lock:
-                settings["signed_url_expires_seconds"] = expires
+                settings.update(changes)
                 self.catalog.save()
         elif request.method != "GET":
             raise ApiError(405, "settings take GET or POST", {"Allow": "GET, POST"})
-        return Reply(200, settings)
+        return Reply(200, {name: settings.get(name, default)
+                           for name, default in _SETTINGS.items()})
 
     # -- actions ---------------------------------------------------------------------------------
     def _view(self, body: dict[str, Any], request: Request) -> Reply:
@@ -517,11 +525,18 @@ class UsmartEmulator:
         base = name.replace("\\", "/").rsplit("/", 1)[-1] or "upload"
         content_type = CONTENT_TYPES.get(Path(base).suffix.lower(), "application/octet-stream")
         reference = f"uploads/{uuid.uuid4()}/{base}"
-        expires = self.catalog.state["settings"]["signed_url_expires_seconds"]
+        settings = self.catalog.state["settings"]
+        expires = settings["signed_url_expires_seconds"]
+        issued = self.clock()
+        with self.catalog.lock:
+            if settings.get("expired_urls_to_issue"):  # a test's way to get a stale URL
+                settings["expired_urls_to_issue"] -= 1
+                issued -= expires + 1
+                self.catalog.save()
         # the URL points back at this server: the Host header says where that is
         base_url = f"http://{request.header('Host') or '127.0.0.1'}{self.prefix}"
         url = self.catalog.signer.sign(base_url, f"/s3/{BUCKET}/{reference}", content_type,
-                                       expires, self.clock())
+                                       expires, issued)
         return Reply(200, {"result": {"signedRequest": url, "contentType": content_type,
                                       "reference": reference}})
 
@@ -530,13 +545,11 @@ class UsmartEmulator:
         if refused is not None:
             return refused
         leaked = sorted(name for name in ("api-key-id", "api-key-secret") if request.header(name))
-        path = self.catalog.object_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(request.body)  # TODO(kit): bodies streamed to disk by the server
-        etag = f'"{hashlib.md5(request.body, usedforsecurity=False).hexdigest()}"'
+        size, digest = _save_body(request, self.catalog.object_path(key))
+        etag = f'"{digest}"'
         with self.catalog.lock:
             self.catalog.state["uploads"][key] = {
-                "bytes": len(request.body), "etag": etag, "time": _now_text(),
+                "bytes": size, "etag": etag, "time": _now_text(),
                 "contentType": request.header("Content-Type"), "key_headers_sent": leaked,
             }
             self.catalog.save()
@@ -632,6 +645,19 @@ class UsmartEmulator:
                                   wanted)
             offset = max(0, offset - revision["rows"])
         return Reply(200, rows)
+
+
+def _save_body(request: Request, destination: Path) -> tuple[int, str]:
+    """The request body to a file; its size and MD5 (S3's ETag).
+
+    TODO(kit): issue 14's kit streams big bodies to disk and offers `Request.save_body`;
+    until then the body arrives in memory (and is limited by max_body_bytes)."""
+    save = getattr(request, "save_body", None)
+    if save is not None:
+        return save(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_bytes(request.body)
+    return len(request.body), hashlib.md5(request.body, usedforsecurity=False).hexdigest()
 
 
 def _paging(request: Request) -> tuple[int | None, int]:
