@@ -10,7 +10,7 @@ writer does about each:
   `""` too (the csv module's rule for a lone empty field; in a one-column file a null and an
   empty string therefore read back alike).
 - **Dates as ISO 8601.** Date-times are converted on the reader thread
-  (:func:`converter_for`): `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, in UTC, the instant kept.
+  (`IngestCsvWriter.converter_for`): `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, in UTC, the instant kept.
 - **Numbers like `0.8`, never `.8`**, and never in exponent notation: a float is written
   with the shortest digits that read back as the same double (`repr`), a `Decimal` with all
   of its digits; `1e-07` becomes `0.0000001`.
@@ -24,7 +24,7 @@ module's: `QUOTE_MINIMAL` for ordinary rows; a row holding a value that must be 
 through a `QUOTE_NONNUMERIC` writer on the same file, where every other cell is wrapped so
 that csv treats it as a number (quoted only if it holds a delimiter, quote or line break).
 
-A SCHEMA that changes mid-stream (:meth:`IngestCsvWriter.set_columns`) gives one file with
+A SCHEMA that changes mid-stream (:meth:`IngestCsvWriter.extend`) gives one file with
 the union of the columns: rows written before a column appeared get an empty cell for it.
 Memory stays flat: at most the 1,000 sample rows are held, everything else is on disk.
 """
@@ -115,16 +115,19 @@ def iso_datetime(value: Any) -> str | None:
     return parsed.isoformat() + "Z"
 
 
-def converter_for(column: Column) -> Callable[[Any], Any] | None:
-    """What the sink converts before a row reaches the writer: the checks that can fail.
+def checked_number(value: Any) -> Any:
+    """A number as it came (a float, int or Decimal keeps its digits); anything else fails."""
+    if type(value) in (int, float) or isinstance(value, decimal.Decimal):
+        return value
+    raise ValueError("must be a number")
 
-    Everything else (numbers, booleans, nested values, quoting) is the writer's job on the
-    packer thread."""
-    if column.type is ColumnType.DATETIME:
-        return iso_datetime
-    if column.type is ColumnType.DATE:
-        return date_text
-    return None
+
+_CONVERTERS: dict[ColumnType, Callable[[Any], Any]] = {
+    ColumnType.DATETIME: iso_datetime,
+    ColumnType.DATE: date_text,
+    ColumnType.INTEGER: checked_number,
+    ColumnType.NUMBER: checked_number,
+}
 
 
 # -- cells (packer thread) ----------------------------------------------------------------------
@@ -216,13 +219,15 @@ class _Layout:
 class IngestCsvWriter:
     """Writes one stream's rows to `path` as a CSV following uSmart's ingest rules.
 
-    `write_batch(rows)` takes rows as lists of values in the order of the columns last given
-    (at creation or by `set_columns`); `close()` finishes the file and returns its path;
-    `discard()` removes whatever was written. Not thread-safe: one packer thread per file.
+    The interface is issue 14's `FormatWriter` (`target_core/formats.py`, not merged yet:
+    TODO subclass it when it lands): `converter_for(column)` (the sink's conversions),
+    `write_rows(rows)` with one value per column of `self.columns`, `extend(columns)` on a
+    SCHEMA change, `size`, `finish()` -> the file's path, `discard()`. One packer thread
+    per file: not thread-safe.
     """
 
-    extension = ".csv"
-    content_type = CONTENT_TYPE
+    suffix = ".csv"
+    media_type = CONTENT_TYPE
 
     def __init__(
         self,
@@ -232,6 +237,8 @@ class IngestCsvWriter:
         sample_size: int = FIRST_ROW_SAMPLE,
     ) -> None:
         self.path = Path(path)
+        self.columns: list[Column] = list(columns)
+        """The columns of the rows `write_rows` takes (the file holds the union of all)."""
         self.rows = 0
         """Rows written (or held in the first-row sample) so far."""
         self._sample_size = sample_size
@@ -242,6 +249,14 @@ class IngestCsvWriter:
         self._layout = self._add_columns(columns)
         self._open_segment()
 
+    @classmethod
+    def converter_for(cls, column: Column) -> Callable[[Any], Any] | None:
+        """What the sink converts on the reader thread, where a bad value can be reported
+        with its stream, line and field: date-times to ISO 8601 UTC, dates, a type check of
+        numbers. The rest (number digits, booleans, nested values, quoting) is the writer's
+        job on the packer thread."""
+        return _CONVERTERS.get(column.type)
+
     # -- columns ----------------------------------------------------------------------------
 
     @property
@@ -249,14 +264,17 @@ class IngestCsvWriter:
         """The file's columns so far: the union of every schema's, in order of appearance."""
         return list(self._names)
 
-    def set_columns(self, columns: Sequence[Column]) -> None:
-        """Rows from now on come in this order; new columns join the file's union."""
+    def extend(self, columns: Sequence[Column]) -> bool:
+        """Rows from now on come with these columns; new ones join the file's union (rows
+        written before read as null in them). Always True: a CSV takes any change."""
         width = len(self._names)
+        self.columns = list(columns)
         self._layout = self._add_columns(columns)
         if len(self._names) > width:
             if self._segment_rows == 0:  # nothing but (maybe) a header in it: start it again
                 self._segments.pop()
-            self._open_segment()  # rows already on disk are padded at close
+            self._open_segment()  # rows already on disk are padded by finish()
+        return True
 
     def _add_columns(self, columns: Sequence[Column]) -> _Layout:
         known = {name: index for index, name in enumerate(self._names)}
@@ -270,7 +288,7 @@ class IngestCsvWriter:
 
     # -- rows -------------------------------------------------------------------------------
 
-    def write_batch(self, rows: Iterable[Sequence[Any]]) -> None:
+    def write_rows(self, rows: Iterable[Sequence[Any]]) -> None:
         layout, width, sample = self._layout, len(self._names), self._sample
         for row in rows:
             cells = layout.format(row, width)
@@ -315,14 +333,21 @@ class IngestCsvWriter:
         path = self.path if number == 0 else self.path.with_name(f"{self.path.name}.{number}")
         self._segments.append((path, len(self._names)))
         self._segment_rows = 0
-        self._file = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()
+        self._file = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in finish()
         self._minimal = csv.writer(self._file, lineterminator=_LINE_END)
         self._quoting = csv.writer(self._file, lineterminator=_LINE_END,
                                    quoting=csv.QUOTE_NONNUMERIC)
         if number == 0:
             self._minimal.writerow(self._names)
 
-    def close(self) -> Path:
+    @property
+    def size(self) -> int:
+        """Bytes on disk so far (the first-row sample is not on disk until it is full)."""
+        if self._file is not None:
+            self._file.flush()
+        return sum(path.stat().st_size for path, _ in self._segments if path.exists())
+
+    def finish(self) -> Path:
         """Finish the file (header with every column) and return its path."""
         if self._sample is not None:
             self._flush_sample()

@@ -66,8 +66,8 @@ def stream_file(tmp_path: Path, rows: list[list[Any]]) -> Path:
                Column("code", "code", ColumnType.TEXT, True, False),
                Column("price", "price", ColumnType.NUMBER, True, False)]
     writer = IngestCsvWriter(tmp_path / "orders.csv", columns)
-    writer.write_batch(rows)
-    return writer.close()
+    writer.write_rows(rows)
+    return writer.finish()
 
 
 def test_create_refresh_read_then_revise(client: UsmartClient, server: SandboxServer,

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from target_core.columns import Column, ColumnType
-from target_usmart.ingest_csv import IngestCsvWriter, converter_for, iso_datetime
+from target_usmart.ingest_csv import IngestCsvWriter, iso_datetime
 from target_usmart.sandbox import csv_records, decode_cell, infer_type, parse_csv
 
 T = ColumnType
@@ -88,7 +88,7 @@ def converted(columns: Sequence[Column], row: Sequence[Any]) -> list[Any]:
     """What the sink hands the writer: the reader-thread conversions done."""
     out = []
     for col, value in zip(columns, row, strict=True):
-        convert = converter_for(col)
+        convert = IngestCsvWriter.converter_for(col)
         out.append(convert(value) if convert and value is not None else value)
     return out
 
@@ -134,8 +134,8 @@ def test_every_value_reads_back_exactly(tmp_path: Path, table: Any, sample: int)
     columns, rows = table
     path = tmp_path / "stream.csv"
     writer = IngestCsvWriter(path, columns, sample_size=sample)
-    writer.write_batch([converted(columns, row) for row in rows])
-    assert writer.close() == path
+    writer.write_rows([converted(columns, row) for row in rows])
+    assert writer.finish() == path
     header, records = read_back(path)
     assert header == [c.name for c in columns]
     ordered = expected_order(rows, sample)
@@ -162,10 +162,10 @@ def test_schema_change_gives_one_file_with_the_union(
                for i, orig in enumerate(second[0])] for row in rows_b]
     path = tmp_path / "stream.csv"
     writer = IngestCsvWriter(path, columns_a, sample_size=sample)
-    writer.write_batch([converted(columns_a, row) for row in rows_a])
-    writer.set_columns(columns_b)
-    writer.write_batch([converted(columns_b, row) for row in rows_b])
-    writer.close()
+    writer.write_rows([converted(columns_a, row) for row in rows_a])
+    writer.extend(columns_b)
+    writer.write_rows([converted(columns_b, row) for row in rows_b])
+    writer.finish()
     union = list(dict.fromkeys([c.name for c in columns_a] + [c.name for c in columns_b]))
     by_name = {c.name: c for c in [*columns_a, *columns_b]}
     header, records = read_back(path)
@@ -186,8 +186,8 @@ def test_schema_change_gives_one_file_with_the_union(
 
 def write(tmp_path: Path, columns: list[Column], rows: list[list[Any]], **options: Any) -> str:
     writer = IngestCsvWriter(tmp_path / "out.csv", columns, **options)
-    writer.write_batch(rows)
-    return writer.close().read_bytes().decode()
+    writer.write_rows(rows)
+    return writer.finish().read_bytes().decode()
 
 
 def test_a_small_file_byte_for_byte(tmp_path: Path) -> None:
@@ -227,8 +227,8 @@ def test_one_column_nulls_and_empty_strings_are_never_blank_rows(tmp_path: Path)
 def test_a_value_that_is_not_finite_is_refused(tmp_path: Path) -> None:
     writer = IngestCsvWriter(tmp_path / "x.csv", [column("n", T.NUMBER)])
     with pytest.raises(ValueError, match="not a finite number"):
-        writer.write_batch([[float("nan")]])
-        writer.close()
+        writer.write_rows([[float("nan")]])
+        writer.finish()
     writer.discard()
 
 
@@ -239,8 +239,8 @@ def test_the_first_row_is_the_most_complete_of_the_first_thousand(tmp_path: Path
     rows[1200] = [1200, "later", 2.5]  # beyond the first 1,000: keeps its place
     writer = IngestCsvWriter(tmp_path / "x.csv", columns)
     for start in range(0, len(rows), 64):
-        writer.write_batch(rows[start:start + 64])
-    _, records = read_back(writer.close())
+        writer.write_rows(rows[start:start + 64])
+    _, records = read_back(writer.finish())
     ids = [int(record[0][0]) for record in records]
     assert ids == [700, *range(700), *range(701, 1500)]
     assert parse_csv(tmp_path / "x.csv").columns == [
@@ -251,12 +251,12 @@ def test_the_first_row_is_the_most_complete_of_the_first_thousand(tmp_path: Path
 def test_a_column_added_after_rows_reached_disk_pads_the_earlier_rows(tmp_path: Path) -> None:
     writer = IngestCsvWriter(tmp_path / "x.csv", [column("id", T.INTEGER),
                                                   column("note", T.TEXT)], sample_size=2)
-    writer.write_batch([[1, "multi\r\nline"], [2, 'a "quote"'], [3, None]])
-    writer.set_columns([column("id", T.INTEGER), column("extra", T.NUMBER)])
-    writer.write_batch([[4, 0.5]])
-    writer.set_columns([column("more", T.BOOLEAN)])
-    writer.write_batch([[True]])
-    assert writer.close().read_bytes().decode() == (
+    writer.write_rows([[1, "multi\r\nline"], [2, 'a "quote"'], [3, None]])
+    writer.extend([column("id", T.INTEGER), column("extra", T.NUMBER)])
+    writer.write_rows([[4, 0.5]])
+    writer.extend([column("more", T.BOOLEAN)])
+    writer.write_rows([[True]])
+    assert writer.finish().read_bytes().decode() == (
         "id,note,extra,more\r\n"
         '1,"multi\r\nline",,\r\n2,"a ""quote""",,\r\n3,,,\r\n4,,0.5,\r\n,,,true\r\n')
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv"]
@@ -264,9 +264,9 @@ def test_a_column_added_after_rows_reached_disk_pads_the_earlier_rows(tmp_path: 
 
 def test_discard_leaves_nothing(tmp_path: Path) -> None:
     writer = IngestCsvWriter(tmp_path / "x.csv", [column("id", T.INTEGER)], sample_size=1)
-    writer.write_batch([[1], [2]])
-    writer.set_columns([column("id", T.INTEGER), column("b", T.TEXT)])
-    writer.write_batch([[3, "x"]])
+    writer.write_rows([[1], [2]])
+    writer.extend([column("id", T.INTEGER), column("b", T.TEXT)])
+    writer.write_rows([[3, "x"]])
     writer.discard()
     assert list(tmp_path.iterdir()) == []
 
@@ -297,14 +297,35 @@ def test_memory_stays_flat_with_stream_length(tmp_path: Path) -> None:
     tracemalloc.start()
     try:
         for _ in range(20):
-            writer.write_batch(batch)
+            writer.write_rows(batch)
         _, early_peak = tracemalloc.get_traced_memory()
         for _ in range(180):
-            writer.write_batch(batch)
+            writer.write_rows(batch)
         _, late_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    writer.close()
+    writer.finish()
     assert writer.rows == 200_000
     assert late_peak - early_peak < 64 * 1024, (early_peak, late_peak)
     assert (tmp_path / "big.csv").stat().st_size > 10_000_000
+
+
+def test_the_format_writer_interface(tmp_path: Path) -> None:
+    """What issue 14's file sink calls: converters, size, extend, finish."""
+    number, when = column("n", T.NUMBER), column("at", T.DATETIME)
+    assert IngestCsvWriter.converter_for(number)(decimal.Decimal("0.10")) == decimal.Decimal(
+        "0.10")
+    with pytest.raises(ValueError, match="must be a number"):
+        IngestCsvWriter.converter_for(number)("12")
+    assert IngestCsvWriter.converter_for(when)("2024-01-02T03:04:05+01:00") == (
+        "2024-01-02T02:04:05Z")
+    assert IngestCsvWriter.converter_for(column("t", T.TEXT)) is None
+    assert (IngestCsvWriter.suffix, IngestCsvWriter.media_type) == (".csv", "text/csv")
+    writer = IngestCsvWriter(tmp_path / "x.csv", [number], sample_size=2)
+    writer.write_rows([(1,), (2,), (3,)])
+    assert writer.extend([number, when]) is True and writer.columns == [number, when]
+    writer.write_rows([(4, "2024-01-02T03:04:05Z")])
+    assert writer.size > 0 and writer.rows == 4
+    path = writer.finish()
+    assert path.read_bytes() == b"n,at\r\n1,\r\n2,\r\n3,\r\n4,2024-01-02T03:04:05Z\r\n"
+    assert writer.size == path.stat().st_size
