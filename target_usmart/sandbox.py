@@ -354,20 +354,21 @@ class UsmartCatalog:
 
     def file(self, guid: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """(dataset, file) of a file GUID."""
-        if not isinstance(guid, str) or not guid:
-            raise ApiError(400, "fileGUID is required")
-        for dataset in self.state["datasets"].values():
-            if guid in dataset["files"]:
-                return dataset, dataset["files"][guid]
-        raise ApiError(404, f"file {guid} not found")
+        return self._find("files", guid, "fileGUID", "file")
 
     def container(self, guid: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(dataset, resource container) of a resource container GUID."""
+        return self._find("resourceContainers", guid, "resourceContainerGUID",
+                          "resource container")
+
+    def _find(self, kind: str, guid: Any, field: str, label: str
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
         if not isinstance(guid, str) or not guid:
-            raise ApiError(400, "resourceContainerGUID is required")
+            raise ApiError(400, f"{field} is required")
         for dataset in self.state["datasets"].values():
-            if guid in dataset["resourceContainers"]:
-                return dataset, dataset["resourceContainers"][guid]
-        raise ApiError(404, f"resource container {guid} not found")
+            if guid in dataset[kind]:
+                return dataset, dataset[kind][guid]
+        raise ApiError(404, f"{label} {guid} not found")
 
     def reset(self) -> None:
         with self.lock:
