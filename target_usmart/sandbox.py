@@ -39,7 +39,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import orjson
 
@@ -454,7 +454,7 @@ class UsmartEmulator:
         if path == "/_sandbox/settings":
             return self._settings(request)
         if (match := _S3_PATH.match(path)) is not None:
-            return self._s3_put(request, match.group(1))
+            return self._s3_put(request, unquote(match.group(1)))
         if (match := _ACTION_PATH.match(path)) is not None:
             self._authenticate(request, match.group(1))
             action = self._actions.get(match.group(2))

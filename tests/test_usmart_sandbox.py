@@ -241,6 +241,13 @@ def test_signed_url_expires_after_the_configured_time(api: UsmartApi) -> None:
     api.upload("a\r\n1\r\n")  # a fresh URL works
 
 
+def test_a_file_name_with_spaces_and_accents_uploads(api: UsmartApi) -> None:
+    file_guid = api.create("a\r\n1\r\n", name="mjesečni podaci.csv")
+    [file] = api.state()["datasets"][SANDBOX_DATASET]["files"].values()
+    assert file["fileName"] == "mjesečni podaci.csv"
+    assert api.read(file_guid) == [{"a": 1}]
+
+
 def test_expired_urls_can_be_issued_on_demand(api: UsmartApi) -> None:
     api.settings(expired_urls_to_issue=1)
     first = api.ok("s3:generatePutRequest", {"fileName": "orders.csv"})
