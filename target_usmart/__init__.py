@@ -1,0 +1,1 @@
+"""target-usmart: Singer streams as CSV files and revisions of uSmart datasets."""
