@@ -13,8 +13,16 @@ What it changes in singer-sdk 0.54 (see docs/architecture.md for the measurement
   checkpoints keep moving even when streams interleave.
 - Schema changes: buffered rows of the old schema are handed over before the new sink is
   set up, so they land first (meltano/sdk#3237).
-- Signals: SIGTERM / SIGINT stop the reader; the drain runs on a clean stack.
-- Errors: one line on stderr, exit 1, no traceback, no secret (`invoke`).
+- Signals: SIGTERM / SIGINT stop the reader; the drain runs on a clean stack, finishes
+  nothing (no platform "load complete" call) and the run exits 128 + the signal number: its
+  input was cut, and an orchestrator must not take it for a finished load. A run that holds
+  STATE until the end (a replace) sends nothing more; any other run sends what it buffered
+  and writes the STATE those rows cover. A second signal stops at once, writing no STATE.
+  `interrupted_by` says which signal stopped the run, for sinks that must not finish a file.
+- Periodic drains (the SDK's 5-minute record age) hand buffered rows over without waiting
+  for them, so the reader never stalls; a run that holds STATE until the end skips them.
+- Errors: one line on stderr, exit 1, no traceback, no secret (`invoke`); an upload error
+  wins over a signal.
 
 Private SDK API is used (`_process_record_message`, `_sinks_active`, `_batch_records_read`,
 ...): singer-sdk is pinned to ~=0.54.9 and the test suite runs the standard SDK tests.
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
 from types import FrameType
 from typing import Any
@@ -41,7 +50,7 @@ from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_core.checkpoint import Checkpoint
-from target_core.errors import ConfigError, InputError, TargetError
+from target_core.errors import ConfigError, InputError, Interrupted, TargetError
 from target_core.reader import SingerLineReader, StopReading, describe_missing_schema
 from target_core.redaction import REDACTOR, install_log_redaction
 from target_core.sink import CoreSink
@@ -71,6 +80,8 @@ class CoreTarget(Target):
         self.checkpoint = Checkpoint()
         self.uploader = Uploader(self.checkpoint)
         self._lean: dict[str, CoreSink | None] = {}
+        self.interrupted_by: int | None = None
+        """The signal (SIGTERM, SIGINT) that cut the input, if one did."""
         super().__init__(*args, **kwargs)
         self.check_config()
 
@@ -150,8 +161,8 @@ class CoreTarget(Target):
                           sink.stream_name, sink.current_size)
         self.drain_one(sink)
         waiting_for = self.checkpoint.newest_state_position
-        if waiting_for is None:
-            return
+        if waiting_for is None or self.checkpoint.hold_until_end:
+            return  # no STATE to move (or none before the end): no partial batches
         for other in [*self._sinks_active.values(), *self._sinks_to_clear]:
             if (other is not sink and isinstance(other, CoreSink) and other.current_size
                     and other.first_record <= waiting_for):
@@ -186,35 +197,71 @@ class CoreTarget(Target):
     # -- drains ------------------------------------------------------------------------
 
     def drain_all(self, *, is_endofpipe: bool = False) -> None:  # type: ignore[misc]
+        if not is_endofpipe:
+            self._drain_without_waiting()
+            return
+        if self.interrupted_by is not None and self.checkpoint.hold_until_end:
+            # No STATE could come out of it: sending more would only take time.
+            self.uploader.raise_failure()  # an upload error that came first still wins
+            raise Interrupted(self.interrupted_by)
         for sink in [*self._sinks_to_clear, *self._sinks_active.values()]:
             self.drain_one(sink)
         self.uploader.wait()
-        if is_endofpipe:
+        if self.interrupted_by is None:
             self.finish_streams()
-            for sink in [*self._sinks_to_clear, *self._sinks_active.values()]:
-                sink.clean_up()
-            self.uploader.close()
+        for sink in [*self._sinks_to_clear, *self._sinks_active.values()]:
+            sink.clean_up()
+        self.uploader.close()
         self._sinks_to_clear = []
-        self.checkpoint.flush(final=is_endofpipe)
+        self.checkpoint.flush(final=self.interrupted_by is None)
+        self.log_summary()
+        if self.interrupted_by is not None:
+            raise Interrupted(self.interrupted_by)
+
+    def _drain_without_waiting(self) -> None:
+        """The SDK's periodic drain: buffered rows go out so STATE can move; the reader goes
+        on at once. Skipped when STATE waits for the end anyway (no partial fills for it)."""
+        if not self.checkpoint.hold_until_end:
+            for sink in [*self._sinks_to_clear, *self._sinks_active.values()]:
+                self.drain_one(sink)
+            self._sinks_to_clear = []
         self._reset_max_record_age()
+
+    def log_summary(self) -> None:
+        """One line per stream at the end of the run (platforms may say more)."""
 
     def finish_streams(self) -> None:
         """End of input, everything acknowledged: per-stream finishing calls (platform)."""
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
-        """SIGTERM / SIGINT: stop reading, then drain and finish as at the end of input.
+        """SIGTERM / SIGINT: stop reading; the end-of-input drain then finishes nothing.
 
         The SDK drains inside the handler, which can interrupt a batch hand-over half way
         (losing it) or wait forever on a lock the interrupted code holds. Here the handler
         only asks the reader to stop; the drain runs on a clean stack, and its errors end
-        the run with a one-line error and exit 1 like any other.
+        the run with a one-line error and exit 1 like any other. A second signal exits at
+        once with 128 + its number, after silencing the checkpoint so that no STATE line
+        can follow (every line already written covers acknowledged rows only).
         """
+        if self.interrupted_by is not None:
+            self.checkpoint.silence()
+            self.logger.error("Signal %d again: stopping at once, without sending buffered "
+                              "rows; no STATE after the last one printed", signum)
+            logging.shutdown()
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        self.interrupted_by = signum
+        if self.checkpoint.hold_until_end:
+            self.uploader.cancel()  # a replace cut short: nothing more is worth sending
+            self.logger.warning("Signal %d: stopping; this run writes STATE only at the end, "
+                                "so nothing more is sent, no STATE is written and no dataset "
+                                "is completed (exit %d)", signum, 128 + signum)
+        else:
+            self.logger.warning("Signal %d: stopping after the current message; buffered rows "
+                                "are sent and acknowledged, then the STATE they cover is "
+                                "written (exit %d). Signal again to stop at once.",
+                                signum, 128 + signum)
         reader = self.message_reader
-        if getattr(reader, "stop_requested", True):
-            self.logger.error("Signal %d again: exiting without sending buffered rows", signum)
-            sys.exit(1)
-        self.logger.warning("Signal %d: stopping after the current message; buffered rows "
-                            "are sent and acknowledged before exit", signum)
         reader.stop_requested = True  # type: ignore[attr-defined]
         if getattr(reader, "waiting_for_input", False):
             raise StopReading
@@ -235,3 +282,8 @@ class CoreTarget(Target):
             sys.stderr.write(f"{cls.name}: error: {message}\n")
             sys.stderr.flush()
             sys.exit(1)
+        except Interrupted as stop:
+            cls.logger.warning("Stopped by signal %d: the input was cut short; exit %d",
+                               stop.signum, stop.exit_code)
+            logging.shutdown()
+            sys.exit(stop.exit_code)

@@ -34,11 +34,14 @@ class Uploader:
         self._to_pack: queue.Queue[tuple[Hashable, Prepare, Send] | None] = queue.Queue(depth)
         self._to_send: queue.Queue[tuple[Hashable, Send, Any] | None] = queue.Queue(1)
         self._error: BaseException | None = None
+        self._cancelled = False
         self._threads: list[threading.Thread] = []
 
     def submit(self, token: Hashable, prepare: Prepare, send: Send) -> None:
         """Queue a job; blocks while the pipeline is full. Raises an earlier failure."""
         self.raise_failure()
+        if self._cancelled:
+            return
         if not self._threads:
             self._threads = [threading.Thread(target=run, name=name, daemon=True)
                              for name, run in (("packer", self._pack), ("sender", self._send))]
@@ -50,6 +53,8 @@ class Uploader:
                 return
             except queue.Full:
                 self.raise_failure()
+                if self._cancelled:
+                    return
 
     def wait(self) -> None:
         """Block until every queued job is sent; raise the failure if one failed."""
@@ -57,6 +62,11 @@ class Uploader:
             self._to_pack.join()  # everything packed is in the send queue by then
             self._to_send.join()
         self.raise_failure()
+
+    def cancel(self) -> None:
+        """Send nothing more: queued jobs are dropped, new ones ignored (a signal cut the
+        run and nothing sent now could be checkpointed). A call in flight is not cut."""
+        self._cancelled = True
 
     def close(self) -> None:
         if self._threads:
@@ -73,7 +83,7 @@ class Uploader:
         while (job := self._to_pack.get()) is not None:
             token, prepare, send = job
             try:
-                if self._error is None:  # after a failure, later batches are dropped unsent
+                if self._error is None and not self._cancelled:  # else dropped unsent
                     self._to_send.put((token, send, prepare()))
             except BaseException as exc:
                 self._error = exc
@@ -86,7 +96,7 @@ class Uploader:
         while (job := self._to_send.get()) is not None:
             token, send, prepared = job
             try:
-                if self._error is None:
+                if self._error is None and not self._cancelled:
                     send(prepared)
                     self._checkpoint.close(token)
             except BaseException as exc:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import selectors
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,57 @@ def spawn_target(
 
         threading.Thread(target=feed, daemon=True).start()
     return proc
+
+
+class LineWatcher:
+    """Reads a process's pipe on a thread, so a test can wait for a line with a deadline.
+
+    This is how a test waits for a sign from a process (a log line, a STATE line) instead of
+    sleeping: on a loaded 2-core machine the target may take seconds to start."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe: Any) -> None:
+        for raw in pipe:
+            self._queue.put(raw.decode(errors="replace") if isinstance(raw, bytes) else raw)
+        self._queue.put(None)
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        """The first line (from now on) containing `text`; fails the test at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no line with {text!r} within {timeout} s:\n"
+                            + "".join(self.lines[-30:]))
+            if line is None:
+                pytest.fail(f"the pipe closed before a line with {text!r}:\n"
+                            + "".join(self.lines[-30:]))
+            self.lines.append(line)
+            if text in line:
+                return line
+
+    def rest(self, timeout: float = 60) -> list[str]:
+        """Every line until the pipe closes."""
+        self._thread.join(timeout)
+        while (line := self._queue.get_nowait() if not self._queue.empty() else None):
+            self.lines.append(line)
+        return self.lines
+
+
+def wait_until(condition: Any, what: str, timeout: float = 60) -> Any:
+    """Poll `condition()` (e.g. the sandbox's state) until it is truthy, or fail."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+    return result
 
 
 ERROR_PREFIX = "target-graphitenote: error: "
