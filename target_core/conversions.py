@@ -4,9 +4,16 @@ Each function takes the decoded JSON value (or None) and returns a str, number o
 They raise `ValueError` for a value that cannot be expressed; the row builder turns that
 into an error naming the stream, line and field.
 
+Numbers keep the tap's digits. The reader decodes every JSON number with a fraction or an
+exponent as `msgspec.Raw`: the number's own text, written back byte for byte by the row
+encoder (`123456789012345678.123456` stays that, where a float would give
+`1.2345678901234568e17`). A number written with an exponent is rewritten to positional
+form once, as it is read (`1e-7` -> `0.0000001`). Integers are Python ints: exact at any size.
+
 Date-times stay strings: the common `...Z` / `...+00:00` shapes are checked by
-`datetime.fromisoformat` (the same rule the SDK applies) and then cut with string slicing;
-only other offsets go through a `datetime` conversion to UTC.
+`datetime.fromisoformat` (Python 3.11 rules, the same the SDK applies) and then cut with
+string slicing; only other offsets go through a `datetime` conversion to UTC. Years are
+always four digits (`0999-...`); a `date` given as a date-time keeps its local calendar date.
 """
 
 from __future__ import annotations
@@ -18,8 +25,53 @@ from typing import Any
 import msgspec
 import orjson
 
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 _parse_datetime = dt.datetime.fromisoformat
+Raw = msgspec.Raw
+
+
+def exact_number(text: str) -> msgspec.Raw:
+    """The reader's `float_hook`: a JSON number with a fraction or exponent, as its text.
+
+    Only a number with an exponent is rewritten (to positional form, exactly, through
+    `Decimal`); everything else is kept byte for byte."""
+    if "e" in text or "E" in text:
+        return Raw(positional(decimal.Decimal(text)))
+    return Raw(text)
+
+
+def positional(value: decimal.Decimal) -> str:
+    """A Decimal's digits without an exponent (`1E-7` -> `0.0000001`, `2.5E+3` -> `2500`)."""
+    return format(value, "f")
+
+
+def raw_to_decimal(value: Any) -> Any:
+    """Raw numbers -> `Decimal`, in nested values too: what the SDK's own code expects (its
+    readers make every non-integer number a Decimal). For the stream-map path only."""
+    kind = type(value)
+    if kind is Raw:
+        return decimal.Decimal(bytes(value).decode())
+    if kind is dict:
+        return {k: raw_to_decimal(v) for k, v in value.items()}
+    if kind is list:
+        return [raw_to_decimal(v) for v in value]
+    return value
+
+
+def decimal_to_raw(value: Any) -> Any:
+    """`Decimal` (and float) numbers -> Raw positional text, nested too: the inverse step
+    after the SDK's path, so mapped records keep their digits without exponents."""
+    kind = type(value)
+    if kind is decimal.Decimal or kind is float:
+        exact = value if kind is decimal.Decimal else decimal.Decimal(repr(value))
+        if not exact.is_finite():
+            raise ValueError("must be a finite number")
+        return Raw(positional(exact))
+    if kind is dict:
+        return {k: decimal_to_raw(v) for k, v in value.items()}
+    if kind is list:
+        return [decimal_to_raw(v) for v in value]
+    return value
 
 
 def _unknown(value: Any) -> Any:
@@ -33,9 +85,11 @@ dumps = msgspec.json.Encoder(enc_hook=_unknown, decimal_format="number").encode
 
 
 def _plain(value: Any) -> Any:
-    """What orjson leaves to its caller (values a stream map may produce)."""
+    """What orjson leaves to its caller: exact numbers, as their own text."""
+    if type(value) is Raw:
+        return orjson.Fragment(bytes(value))
     if isinstance(value, decimal.Decimal):
-        return float(value)
+        return orjson.Fragment(positional(value))
     return _unknown(value)
 
 
@@ -43,10 +97,16 @@ def json_text(value: Any) -> str | None:
     """Objects and arrays (or anything) as compact JSON text.
 
     orjson here: its bytes live only until `.decode()`, and it is twice as fast as
-    msgspec on small objects."""
+    msgspec on small objects. Integers beyond 64 bits, which orjson refuses, go through
+    msgspec (exact at any size)."""
     if value is None:
         return None
-    return orjson.dumps(value, default=_plain).decode()
+    try:
+        return orjson.dumps(value, default=_plain).decode()
+    except orjson.JSONEncodeError as exc:
+        if "Integer exceeds 64-bit range" not in str(exc):
+            raise TypeError(str(exc)) from None
+        return dumps(decimal_to_raw(value)).decode()
 
 
 def text(value: Any) -> str | None:
@@ -67,6 +127,12 @@ def _parse(value: Any) -> dt.datetime:
         raise ValueError("is not a valid ISO 8601 date-time") from None
 
 
+def _text(parsed: dt.datetime) -> str:
+    """`YYYY-MM-DD HH:MM:SS`, the year always with four digits (strftime gives `999`)."""
+    return (f"{parsed.year:04d}-{parsed.month:02d}-{parsed.day:02d} "
+            f"{parsed.hour:02d}:{parsed.minute:02d}:{parsed.second:02d}")
+
+
 def utc_datetime_text(value: Any) -> str | None:
     """`YYYY-MM-DD HH:MM:SS` in UTC (naive values are taken as UTC); fractions dropped."""
     if value is None:
@@ -81,13 +147,14 @@ def utc_datetime_text(value: Any) -> str | None:
         except OverflowError:
             raise ValueError("is out of the representable date range (years 1-9999)") from None
     elif type(value) is str and len(value) >= 19 and value[13:14] == value[16:17] == ":" \
-            and value[4:5] == value[7:8] == "-":
+            and value[4:5] == value[7:8] == "-" and value[10:11] in "Tt ":
         return f"{value[:10]} {value[11:19]}"  # already UTC and YYYY-MM-DDTHH:MM:SS: slice
-    return f"{parsed:%Y-%m-%d %H:%M:%S}"
+    return _text(parsed)
 
 
 def date_text(value: Any) -> str | None:
-    """`YYYY-MM-DD`; a full date-time keeps its (UTC) date."""
+    """`YYYY-MM-DD`; a full date-time keeps its local calendar date (no shift to UTC: a
+    date with an offset names the day where it was written)."""
     if value is None:
         return None
     if type(value) is str and len(value) == 10:
@@ -95,7 +162,11 @@ def date_text(value: Any) -> str | None:
             return dt.date.fromisoformat(value).isoformat()
         except ValueError:
             raise ValueError("is not a valid ISO 8601 date") from None
-    return utc_datetime_text(value)[:10]  # type: ignore[index]
+    try:
+        parsed = _parse_datetime(value)
+    except (TypeError, ValueError):
+        parsed = _parse(value)
+    return f"{parsed.year:04d}-{parsed.month:02d}-{parsed.day:02d}"
 
 
 def boolean_text(value: Any) -> str | None:
@@ -108,11 +179,12 @@ def boolean_text(value: Any) -> str | None:
 
 
 def number(value: Any) -> Any:
-    """Numbers unchanged (booleans are not numbers, as in JSON Schema)."""
-    if value is None or type(value) in (int, float):
+    """Numbers with the tap's digits (booleans are not numbers, as in JSON Schema)."""
+    kind = type(value)
+    if value is None or kind is int or kind is Raw:
         return value
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if kind is float or kind is decimal.Decimal:  # from a stream map: positional text
+        return decimal_to_raw(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float, decimal.Decimal)):
         raise ValueError("must be a number")
-    return value
+    return decimal_to_raw(value)

@@ -22,6 +22,7 @@ from singer_sdk.exceptions import InvalidRecord, MissingKeyPropertiesError
 from singer_sdk.sinks import BatchSink
 
 from target_core.columns import Column, columns_from_schema, identifier
+from target_core.conversions import decimal_to_raw, raw_to_decimal
 from target_core.rows import Converter, RowError, compile_row_encoder
 from target_core.validation import RecordProblem, RecordValidator, describe
 
@@ -119,7 +120,7 @@ class CoreSink(BatchSink, abc.ABC):
         """
         try:
             if self.check is not None:
-                self.check(record)
+                self.check(raw_to_decimal(record))  # fastjsonschema knows Decimal, not Raw
             row = self.encode_row(record)
         except fastjsonschema.JsonSchemaValueException as exc:
             raise InvalidRecord(f"stream '{self.stream_name}': {describe(exc)}", {}) from None
@@ -141,9 +142,12 @@ class CoreSink(BatchSink, abc.ABC):
                 or self.buffered_bytes >= self.max_batch_bytes)
 
     def process_record(self, record: dict, context: dict | None) -> None:
-        """The SDK's path (stream maps, flattening): validated already, encode and buffer."""
+        """The SDK's path (stream maps, flattening): validated already, encode and buffer.
+
+        The target handed the SDK Decimals (its own convention); they become exact number
+        text again here, as do floats a map computed (positional, never `1e-06`)."""
         try:
-            row = self.encode_row(record)
+            row = self.encode_row(decimal_to_raw(record))
         except (RowError, RecordProblem) as exc:
             raise InvalidRecord(f"stream '{self.stream_name}': {exc}", {}) from None
         if not self.rows:

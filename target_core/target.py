@@ -50,6 +50,7 @@ from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_core.checkpoint import Checkpoint
+from target_core.conversions import raw_to_decimal
 from target_core.errors import ConfigError, InputError, Interrupted, TargetError
 from target_core.reader import SingerLineReader, StopReading, describe_missing_schema
 from target_core.redaction import REDACTOR, install_log_redaction
@@ -142,8 +143,8 @@ class CoreTarget(Target):
         record = message_dict.get("record")
         if type(record) is not dict:
             raise InvalidInputLine(f"RECORD for stream '{stream}': 'record' must be a JSON object")
-        if sink is None:
-            super()._process_record_message(message_dict)  # stream maps, flattening
+        if sink is None:  # stream maps, flattening: the SDK's path, with the SDK's Decimals
+            super()._process_record_message({**message_dict, "record": raw_to_decimal(record)})
         elif sink.add(record):
             self._drain_full(sink)
         if checkpoint.seen % _AGE_CHECK_EVERY == 0:

@@ -19,9 +19,14 @@ import pytest
 import requests
 
 from target_core.sandbox import SandboxServer
+from target_core.sandbox.store import Store
 from target_graphitenote.sandbox import SANDBOX_DATASET_CODE, SANDBOX_TOKEN, SANDBOX_USER_CODE
 
 TARGET_CMD = [sys.executable, "-m", "target_graphitenote"]
+
+
+class NumberText(str):
+    """A JSON number with a fraction or exponent, as the text it was written with."""
 
 
 class Sandbox:
@@ -45,6 +50,16 @@ class Sandbox:
 
     def rows(self, code: str = SANDBOX_DATASET_CODE) -> list[dict]:
         return self.dataset(code)["rows"]
+
+    def exact_rows(self, code: str = SANDBOX_DATASET_CODE) -> list[dict]:
+        """Rows as stored (the JSON text the target sent): each number with a fraction or an
+        exponent comes back as `NumberText`, the digits exactly as they were sent."""
+        path = Store(self.server.data_dir / "graphitenote").rows_path(code)
+        rows: list[dict] = []
+        for line in path.read_bytes().splitlines():
+            batch = json.loads(line, parse_float=NumberText)
+            rows += [dict(zip(batch["columns"], row, strict=True)) for row in batch["rows"]]
+        return rows
 
     def fault(self, **rule: Any) -> None:
         self._control("POST", "faults", rule)

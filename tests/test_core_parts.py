@@ -67,7 +67,10 @@ def test_bad_datetimes_are_refused(value: object) -> None:
 
 def test_other_conversions() -> None:
     assert conversions.date_text("2024-02-29") == "2024-02-29"
-    assert conversions.date_text("2024-02-29T23:00:00-02:00") == "2024-03-01"
+    # a date given as a date-time is its local calendar date, never shifted to UTC (issue 13)
+    assert conversions.date_text("2024-02-29T23:00:00-02:00") == "2024-02-29"
+    assert conversions.date_text("2024-03-01T00:00:00+02:00") == "2024-03-01"
+    assert conversions.utc_datetime_text("0999-06-01T12:00:00Z") == "0999-06-01 12:00:00"
     assert conversions.boolean_text(True) == "true"
     assert conversions.text(12.5) == "12.5"
     assert conversions.text({"a": [1, None]}) == '{"a":[1,null]}'

@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(self._control_reply(app, path, query))
             return
         entry: dict[str, Any] = {
-            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "emulator": None,
             "method": self.command,
             "path": path,
