@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -36,8 +37,9 @@ class CoreSink(BatchSink, abc.ABC):
     """Buffers encoded rows; a full buffer becomes one upload job."""
 
     MAX_SIZE_DEFAULT = 10_000
+    """Rows per batch when the target has neither a byte budget nor `batch_size_rows`."""
     max_batch_bytes = 32 * 1024 * 1024
-    """Uncompressed JSON bytes that end a batch early (wide rows); platforms may lower it."""
+    """Uncompressed JSON bytes that always end a batch (memory); platforms may lower it."""
 
     def __init__(self, target: CoreTarget, *args: Any, **kwargs: Any) -> None:
         self.core_target = target  # the SDK 0.54 Sink keeps no reference to its target
@@ -82,7 +84,10 @@ class CoreSink(BatchSink, abc.ABC):
                              "validating with fastjsonschema", self.stream_name)
         self.check = self._fallback_check()
         self.key_names = tuple(self.key_properties)
-        self.batch_limit = self.max_size
+        # With a byte budget, `batch_size_rows` is only an optional cap.
+        budgeted = self.core_target.budget is not None and self.batch_size_rows is None
+        self.batch_limit = sys.maxsize if budgeted else self.max_size
+        self.byte_limit = self.max_batch_bytes
         self.rows: list[bytes] = []
         self.first_record = 0
         self.lean_records = 0
@@ -139,7 +144,7 @@ class CoreSink(BatchSink, abc.ABC):
         self._batch_records_read += 1
         self.lean_records += 1
         return (self._batch_records_read >= self.batch_limit
-                or self.buffered_bytes >= self.max_batch_bytes)
+                or self.buffered_bytes >= self.byte_limit)
 
     def process_record(self, record: dict, context: dict | None) -> None:
         """The SDK's path (stream maps, flattening): validated already, encode and buffer.
@@ -158,11 +163,14 @@ class CoreSink(BatchSink, abc.ABC):
     def _open_buffer(self) -> None:
         self.first_record = self.core_target.checkpoint.seen
         self.core_target.checkpoint.open(self, self.first_record)
+        budget = self.core_target.budget
+        self.byte_limit = (self.max_batch_bytes if budget is None
+                           else min(self.max_batch_bytes, budget.encoded_limit()))
 
     @property
     def is_full(self) -> bool:
         return (self._batch_records_read >= self.batch_limit
-                or self.buffered_bytes >= self.max_batch_bytes)
+                or self.buffered_bytes >= self.byte_limit)
 
     # -- batches -----------------------------------------------------------------------
 
@@ -188,6 +196,5 @@ class CoreSink(BatchSink, abc.ABC):
         started = time.monotonic()
         self.send_batch(rows, prepared)
         self.rows_sent += len(rows)
-        self.logger.info("Stream '%s': batch %d (%d rows) acknowledged in %.1f s; %d rows loaded",
-                         self.stream_name, number, len(rows), time.monotonic() - started,
-                         self.rows_sent)
+        self.core_target.acknowledged(self.stream_name, number, len(rows),
+                                      time.monotonic() - started)

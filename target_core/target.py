@@ -34,6 +34,9 @@ import gc
 import logging
 import os
 import sys
+import threading
+import time
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -49,7 +52,9 @@ from singer_sdk.exceptions import (
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
+from target_core.budget import BatchBudget
 from target_core.checkpoint import Checkpoint
+from target_core.columns import Column
 from target_core.conversions import raw_to_decimal
 from target_core.errors import ConfigError, InputError, Interrupted, TargetError
 from target_core.reader import SingerLineReader, StopReading, describe_missing_schema
@@ -60,6 +65,16 @@ from target_core.uploads import Uploader
 _AGE_CHECK_EVERY = 1000
 USER_ERRORS = (TargetError, FatalSyncError, InvalidInputLine, InvalidRecord, InvalidJSONSchema,
                MappingError, ConfigurationError)
+
+
+@dataclass
+class StreamStats:
+    """What one stream loaded in this run (every sink version of it)."""
+
+    rows: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    """Time its calls took, waits for the rate limit included."""
 
 
 def secret_values(config: dict, config_schema: dict) -> list[str]:
@@ -83,6 +98,12 @@ class CoreTarget(Target):
         self._lean: dict[str, CoreSink | None] = {}
         self.interrupted_by: int | None = None
         """The signal (SIGTERM, SIGINT) that cut the input, if one did."""
+        self.budget: BatchBudget | None = None
+        """Batches sized by request bytes (set by a platform with a byte budget setting);
+        None: `batch_size_rows` (or the SDK's 10,000) rows and `max_batch_bytes`."""
+        self.stream_stats: dict[str, StreamStats] = {}
+        self._started = time.monotonic()
+        self._stats_lock = threading.Lock()
         super().__init__(*args, **kwargs)
         self.check_config()
 
@@ -109,11 +130,30 @@ class CoreTarget(Target):
             raise InvalidInputLine("a SCHEMA message needs a 'stream' name and a 'schema' "
                                    "object with 'properties'")
         maps = self.mapper.stream_maps.get(stream)
+        before = self._columns_of(stream)
         if maps and (maps[0].raw_schema != schema
                      or maps[0].raw_key_properties != message_dict.get("key_properties")):
             self._drain_stream(stream)  # the SDK replaces the sinks: old rows go out first
         super()._process_schema_message(message_dict)
         self._lean.clear()
+        if before is not None:
+            self._log_column_changes(stream, before, self._columns_of(stream) or [])
+
+    def _columns_of(self, stream: str) -> list[Column] | None:
+        sink = self._sinks_active.get(stream)
+        return sink.columns if isinstance(sink, CoreSink) else None
+
+    def _log_column_changes(self, stream: str, before: list[Column],
+                            after: list[Column]) -> None:
+        """One line when a new SCHEMA adds columns or changes a column's type."""
+        old = {c.name: c.type for c in before}
+        added = [c.name for c in after if c.name not in old]
+        changed = [f"{c.name} {old[c.name]} -> {c.type}" for c in after
+                   if c.name in old and old[c.name] != c.type]
+        if added or changed:
+            self.logger.info("Stream '%s': new SCHEMA%s%s", stream,
+                             f"; adds columns {', '.join(added)}" if added else "",
+                             f"; changes types: {', '.join(changed)}" if changed else "")
 
     def _lean_sink(self, stream: str) -> CoreSink | None:
         """The stream's sink if its records may take the lean path."""
@@ -228,8 +268,38 @@ class CoreTarget(Target):
             self._sinks_to_clear = []
         self._reset_max_record_age()
 
+    # -- progress ----------------------------------------------------------------------
+
+    def api_stats(self) -> tuple[int, float]:
+        """(calls made so far, seconds waited for the rate limit); platforms that call an
+        API say; by default each batch is one call and nothing waits."""
+        return sum(s.batches for s in self.stream_stats.values()), 0.0
+
+    def acknowledged(self, stream: str, number: int, rows: int, seconds: float) -> None:
+        """A batch landed (sender thread): count it and say so, with the run's progress."""
+        with self._stats_lock:
+            stats = self.stream_stats.setdefault(stream, StreamStats())
+            stats.rows += rows
+            stats.batches += 1
+            stats.seconds += seconds
+            total = sum(s.rows for s in self.stream_stats.values())
+        calls, waited = self.api_stats()
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        self.logger.info("Stream '%s': batch %d (%d rows) acknowledged in %.1f s; %d rows and "
+                         "%d calls so far, %.0f rows/s, %.1f s waiting for the rate limit",
+                         stream, number, rows, seconds, total, calls, total / elapsed, waited)
+
     def log_summary(self) -> None:
-        """One line per stream at the end of the run (platforms may say more)."""
+        """One line per stream and one for the run, at the end (or after a signal)."""
+        for stream, stats in self.stream_stats.items():
+            self.logger.info("Summary: stream '%s': %d rows in %d batches, %.1f s in calls",
+                             stream, stats.rows, stats.batches, stats.seconds)
+        calls, waited = self.api_stats()
+        total = sum(s.rows for s in self.stream_stats.values())
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        self.logger.info("Summary: %d rows in %d calls in %.1f s (%.0f rows/s), %.1f s "
+                         "waiting for the rate limit", total, calls, elapsed, total / elapsed,
+                         waited)
 
     def finish_streams(self) -> None:
         """End of input, everything acknowledged: per-stream finishing calls (platform)."""

@@ -13,13 +13,20 @@ Column mapping (neutral type from `target_core.columns` -> Graphite Note):
 | text, time | dimension | text   |               | strings (other values as JSON)   |
 
 Key properties are always dimensions. `column_overrides` can change alias, type, subtype
-and format per column; a changed subtype changes how values are converted.
+and format per column; a changed subtype changes how values are converted, and takes the
+new subtype's default format unless the override gives one (a `#,###` format on a column
+made text would not fit).
+
+Batches are as big as the target's byte budget allows (`batch_size_bytes`, as sent): the
+packer reports each batch's compressed size to the budget, a 413 lowers it and re-sends
+the refused rows in pieces that fit, a slow answer halves it (`target_core.budget`).
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +48,9 @@ _DEFAULTS: dict[ColumnType, tuple[str, str, str | None]] = {
     ColumnType.JSON: ("dimension", "text", None),
     ColumnType.TEXT: ("dimension", "text", None),
     ColumnType.TIME: ("dimension", "text", None),
+}
+_FORMAT_OF_SUBTYPE: dict[str, str | None] = {
+    "numeric": "#,###.##", "date": "Y-m-d", "datetime": "Y-m-d H:i:s", "text": None,
 }
 _BY_SUBTYPE: dict[str, Converter] = {
     "numeric": conversions.number,
@@ -78,6 +88,7 @@ class GraphiteNoteSink(CoreSink):
     def setup(self) -> None:
         super().setup()
         overrides = self.core_target.overrides_for(self.stream_name)
+        self.core_target.check_overrides(self.stream_name, [c.source for c in self.columns])
         self.gn_columns = [self._definition(c, overrides.get(c.source, {})) for c in self.columns]
         self.load = self.core_target.load_for(self.stream_name)
 
@@ -87,9 +98,14 @@ class GraphiteNoteSink(CoreSink):
             kind = "dimension"
         definition = {"name": column.name, "alias": column.source, "type": kind,
                       "subtype": subtype}
+        override = {k: v for k, v in override.items() if v is not None}
+        if override.get("subtype", subtype) != subtype and "format" not in override:
+            fmt = _FORMAT_OF_SUBTYPE[override["subtype"]]  # the old one may not fit
+            if override["subtype"] == "numeric" and column.type is ColumnType.INTEGER:
+                fmt = "#,###"
         if fmt:
             definition["format"] = fmt
-        definition.update({k: v for k, v in override.items() if v is not None})
+        definition.update(override)
         return definition
 
     def converter_for(self, column: Column) -> Converter | None:
@@ -114,9 +130,18 @@ class GraphiteNoteSink(CoreSink):
         config = self.core_target.config
         payload = b"[" + b",".join(rows) + b"]"
         if not config["compress"]:
-            return payload.decode()
-        packed = gzip.compress(payload, compresslevel=config["compression_level"], mtime=0)
-        return base64.b64encode(packed).decode("ascii")
+            insert_data = payload.decode()
+        else:
+            packed = gzip.compress(payload, compresslevel=config["compression_level"], mtime=0)
+            insert_data = base64.b64encode(packed).decode("ascii")
+        self.core_target.budget.measured(len(payload), self._request_size(insert_data))
+        return insert_data
+
+    def _request_size(self, insert_data: str) -> int:
+        """Bytes of the dataset-fill request carrying `insert_data` (close enough: the
+        columns and the fixed keys, plus JSON escaping of uncompressed rows)."""
+        escaped = insert_data.count('"') if not self.core_target.config["compress"] else 0
+        return len(insert_data) + escaped + len(str(self.gn_columns)) + 200
 
     def send_batch(self, rows: list[bytes], insert_data: str) -> None:
         target = self.core_target
@@ -131,13 +156,18 @@ class GraphiteNoteSink(CoreSink):
             if len(rows) == 1:
                 raise ApiError(f"stream '{self.stream_name}': a single row is larger than "
                                "Graphite Note accepts (HTTP 413)", 413) from None
-            half = len(rows) // 2
+            size = self._request_size(insert_data)
+            target.budget.refused(size)
+            parts = min(len(rows), max(2, math.ceil(size / target.budget.request_bytes)))
+            step = math.ceil(len(rows) / parts)
             self.logger.warning("Stream '%s': Graphite Note refused %d rows as too large "
-                                "(HTTP 413); sending them as two batches of %d and %d",
-                                self.stream_name, len(rows), half, len(rows) - half)
-            for part in (rows[:half], rows[half:]):
+                                "(HTTP 413); sending them as %d batches of up to %d rows",
+                                self.stream_name, len(rows), math.ceil(len(rows) / step), step)
+            for start in range(0, len(rows), step):
+                part = rows[start:start + step]
                 self.send_batch(part, self.prepare_batch(part))
             return
+        target.budget.answered_in(target.client.session.last_duration)
         if count is not None and count < len(rows):
             # Whether rows-count counts this call or the whole dataset, fewer than sent
             # means rows were dropped: acknowledging the batch would move STATE past them.

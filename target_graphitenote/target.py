@@ -6,6 +6,8 @@ from typing import Any
 
 from singer_sdk import typing as th
 
+from target_core.budget import BatchBudget
+from target_core.destinations import DestinationRegistry
 from target_core.errors import ConfigError
 from target_core.http import ApiSession, RateLimiter, check_url
 from target_core.target import CoreTarget
@@ -14,6 +16,8 @@ from target_graphitenote.sink import DatasetLoad, GraphiteNoteSink
 
 DEFAULT_API_URL = "https://app.graphite-note.com/api"
 LOAD_METHODS = ("append-only", "overwrite")
+DEFAULT_BATCH_SIZE_BYTES = 6 * 1024 * 1024
+DEFAULT_CREATED_DATASETS_FILE = "graphitenote-datasets.json"
 
 _OVERRIDE = th.ObjectType(
     th.Property("alias", th.StringType, description="Column label shown in Graphite Note."),
@@ -46,15 +50,31 @@ class TargetGraphiteNote(CoreTarget):
                                 "Takes precedence over dataset_code."),
         th.Property("create_missing_datasets", th.BooleanType, default=False,
                     description="Create a dataset (dataset-create) for a stream that has no "
-                                "dataset code; its code is logged so it can be mapped next time."),
+                                "dataset code, once: its code is remembered in "
+                                "created_datasets_file and reused by later runs."),
+        th.Property("created_datasets_file", th.StringType,
+                    default=DEFAULT_CREATED_DATASETS_FILE,
+                    description="JSON file (read and updated by the target) that remembers "
+                                "the datasets create_missing_datasets created, per api_url "
+                                "and user_code, so the next run loads into the same one."),
         th.Property("dataset_name_prefix", th.StringType, default="",
                     description="Prefix of the names of datasets this target creates."),
         th.Property("load_method", th.StringType, default="append-only",
                     allowed_values=list(LOAD_METHODS),
                     description="append-only: every fill appends. overwrite: the first fill "
                                 "of each stream in a run truncates the dataset (append: false)."),
-        th.Property("batch_size_rows", th.IntegerType, default=10_000,
-                    description="Rows per dataset-fill call (Graphite Note suggests 10,000)."),
+        th.Property("stream_load_methods", th.ObjectType(additional_properties=th.StringType),
+                    description='load_method per stream, e.g. {"customers": "overwrite"} for '
+                                "a FULL_TABLE stream while the others append; streams not "
+                                "named use load_method."),
+        th.Property("batch_size_bytes", th.IntegerType, default=DEFAULT_BATCH_SIZE_BYTES,
+                    description="Request bytes per dataset-fill call as sent (compressed and "
+                                "encoded), 6 MiB by default: batches are as full as this "
+                                "allows, since the rate limit counts calls. Lowered for the "
+                                "rest of the run by a 413 answer or a slow answer."),
+        th.Property("batch_size_rows", th.IntegerType,
+                    description="Optional cap on rows per dataset-fill call (no cap by "
+                                "default: batch_size_bytes decides)."),
         th.Property("compress", th.BooleanType, default=True,
                     description="Send insert-data gzip-compressed and base64-encoded."),
         th.Property("compression_level", th.IntegerType, default=1,
@@ -83,16 +103,28 @@ class TargetGraphiteNote(CoreTarget):
 
     def check_config(self) -> None:
         check_url(self.config["api_url"], "api_url")
-        for name in ("batch_size_rows", "request_timeout"):
-            if self.config[name] < 1:
+        for name in ("batch_size_rows", "request_timeout", "batch_size_bytes"):
+            if self.config.get(name) is not None and self.config[name] < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        for stream, method in (self.config.get("stream_load_methods") or {}).items():
+            if method not in LOAD_METHODS:
+                raise ConfigError(f"stream_load_methods: '{stream}' has {method!r}; use "
+                                  "append-only or overwrite")
         if not 1 <= self.config["compression_level"] <= 9:
             raise ConfigError("compression_level must be between 1 and 9")
         if self.config["rate_limit_per_minute"] < 0 or self.config["max_retries"] < 0:
             raise ConfigError("rate_limit_per_minute and max_retries cannot be negative")
         # A replace starts with a truncate: a run resumed from a mid-run STATE would wipe
-        # what the interrupted run loaded and never get it again. STATE waits for the end.
+        # what the interrupted run loaded and never get it again. STATE waits for the end
+        # (from the first overwrite stream on, when only some streams overwrite).
         self.checkpoint.hold_until_end = self.config["load_method"] == "overwrite"
+        self.budget = BatchBudget(
+            self.config["batch_size_bytes"],
+            first_ratio=0.5 if self.config["compress"] else 1.2,  # gzip+base64 / JSON quoting
+            slow_seconds=self.config["request_timeout"] / 4,
+        )
+        self._overrides_used: set[tuple[str, str]] = set()
+        self._streams_seen: set[str] = set()
 
     @property
     def client(self) -> GraphiteNoteClient:
@@ -109,9 +141,43 @@ class TargetGraphiteNote(CoreTarget):
             self._client = GraphiteNoteClient(session, self.config["user_code"])
         return self._client
 
+    def api_stats(self) -> tuple[int, float]:
+        if self._client is None:
+            return 0, 0.0
+        session = self._client.session
+        return session.calls, session.rate_limiter.waited_total
+
     def overrides_for(self, stream: str) -> dict[str, dict[str, Any]]:
         overrides = self.config.get("column_overrides") or {}
         return {**overrides.get("*", {}), **overrides.get(stream, {})}
+
+    def check_overrides(self, stream: str, properties: list[str]) -> None:
+        """Warn about column_overrides naming properties this stream's SCHEMA lacks."""
+        self._streams_seen.add(stream)
+        named = (self.config.get("column_overrides") or {}).get(stream, {})
+        missing = [name for name in named if name not in properties]
+        if missing:
+            self.logger.warning("column_overrides for stream '%s' name properties its SCHEMA "
+                                "does not have: %s (ignored)", stream, ", ".join(missing))
+        for scope in (stream, "*"):
+            for name in (self.config.get("column_overrides") or {}).get(scope, {}):
+                if name in properties:
+                    self._overrides_used.add((scope, name))
+
+    def _warn_unused_overrides(self) -> None:
+        overrides = self.config.get("column_overrides") or {}
+        unseen = [s for s in overrides if s != "*" and s not in self._streams_seen]
+        if unseen:
+            self.logger.warning("column_overrides name streams that never arrived: %s",
+                                ", ".join(unseen))
+        unused = [n for n in overrides.get("*", {}) if ("*", n) not in self._overrides_used]
+        if unused and self._streams_seen:
+            self.logger.warning('column_overrides "*" name properties no stream had: %s',
+                                ", ".join(unused))
+
+    def load_method_for(self, stream: str) -> str:
+        return (self.config.get("stream_load_methods") or {}).get(
+            stream, self.config["load_method"])
 
     def load_for(self, stream: str) -> DatasetLoad:
         """The stream's dataset for this run: mapped, given, or created now."""
@@ -125,7 +191,15 @@ class TargetGraphiteNote(CoreTarget):
                     f"dataset_code is for one stream, but streams '{other}' and '{stream}' "
                     "both arrived: map each stream with dataset_map"
                 )
-        replace = self.config["load_method"] == "overwrite"
+        replace = self.load_method_for(stream) == "overwrite"
+        if replace:
+            self.checkpoint.hold_until_end = True  # see check_config
+        if code is None and self.config["create_missing_datasets"]:
+            code = self.created_datasets.get(self.dataset_name(stream))
+            if code is not None:
+                self.logger.info("Stream '%s': dataset '%s' was created by an earlier run "
+                                 "(remembered in %s)", stream, code,
+                                 self.created_datasets.path)
         if code is not None and replace and (other := self._stream_loading_into(code)):
             raise ConfigError(
                 f"streams '{other}' and '{stream}' are both mapped to "
@@ -140,23 +214,33 @@ class TargetGraphiteNote(CoreTarget):
         load = self._loads[stream] = DatasetLoad(stream, code, replace)
         self.logger.info("Stream '%s' -> %s dataset %s (%s)", stream, PLATFORM,
                          f"'{code}'" if code else "to be created with its first batch",
-                         "overwrite" if replace else "append")
+                         "overwrite" if replace else "append-only")
         return load
 
     def _stream_loading_into(self, code: str) -> str | None:
         return next((s for s, load in self._loads.items() if load.dataset_code == code), None)
 
+    @property
+    def created_datasets(self) -> DestinationRegistry:
+        return DestinationRegistry(self.config["created_datasets_file"],
+                                   f"{self.config['api_url']} user {self.config['user_code']}")
+
+    def dataset_name(self, stream: str) -> str:
+        return f"{self.config['dataset_name_prefix']}{stream}"
+
     def create_dataset(self, load: DatasetLoad, columns: list[dict[str, Any]]) -> None:
         """Create the stream's dataset (sender thread, first batch: no empty datasets)."""
-        name = f"{self.config['dataset_name_prefix']}{load.stream}"
+        name = self.dataset_name(load.stream)
         load.dataset_code = self.client.create_dataset(name, columns)
-        self.logger.info("Created %s dataset '%s' with code '%s' for stream '%s'; add it to "
-                         "dataset_map to load into the same dataset next time",
-                         PLATFORM, name, load.dataset_code, load.stream)
+        self.created_datasets.remember(name, load.dataset_code)
+        self.logger.info("Created %s dataset '%s' with code '%s' for stream '%s'; remembered "
+                         "in %s, so later runs load into it", PLATFORM, name,
+                         load.dataset_code, load.stream, self.created_datasets.path)
 
     def finish_streams(self) -> None:
         """dataset-complete for every dataset of the run, with new rows or not: if an earlier
         run died between its last STATE and its complete, this run finishes the dataset."""
+        self._warn_unused_overrides()
         for load in self._loads.values():
             if load.dataset_code is None:
                 continue  # no records, so it was never created
