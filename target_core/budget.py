@@ -7,11 +7,15 @@ encoded as measured on the last batch, and turns the request budget into a numbe
 encoded bytes that ends a batch.
 
 It adapts, for the rest of the run:
-- a 413 (payload too large) for a body of N bytes lowers the budget to 90% of N, and the
-  refused rows are re-sent in pieces that fit;
+- a 413 (payload too large) for a body of N bytes sets a ceiling of 90% of N that the
+  budget never passes again, and cuts the budget to a quarter of N (so a limit far below
+  the first guess is found in a few refusals, not one halving per refused call); the
+  refused rows are re-sent in pieces of the new size;
+- each fast answer then lets the budget grow by a quarter, up to the ceiling (or the
+  setting), so a cut that went too deep is made good within a few calls;
 - an answer slower than `slow_seconds` halves the budget (never below `floor`): a platform
   that takes that long is struggling with the size, and a timeout would cost a whole call.
-Both are logged once per change, with the new size.
+Every cut is logged, with the new size.
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ class BatchBudget:
         *,
         first_ratio: float = 0.5,
         slow_seconds: float = 60.0,
-        floor: int = 256 * 1024,
+        floor: int = 16 * 1024,
     ) -> None:
         self.request_bytes = request_bytes
-        """The most bytes one call should carry (the setting, or what the platform taught)."""
+        """The bytes one call should carry now (the setting, or what the platform taught)."""
+        self.ceiling = request_bytes
+        """Never aim above this: the setting, or 90% of the smallest body refused (413)."""
         self.ratio = first_ratio
         """Bytes sent per encoded byte, from the last batch (a first guess before that)."""
+        self.measurements = 0
         self.slow_seconds = slow_seconds
         self.floor = floor
         self._lock = threading.Lock()
@@ -49,22 +56,27 @@ class BatchBudget:
         """A batch was prepared: `encoded` bytes of rows became a `sent`-byte request."""
         if encoded > 0 and sent > 0:
             self.ratio = sent / encoded * 1.02  # 2% head room for batch-to-batch variation
+            self.measurements += 1
 
     def refused(self, sent: int) -> None:
         """The platform answered 413 to a request of `sent` bytes."""
         with self._lock:
-            new = max(self.floor, int(sent * 0.9))
-            if new < self.request_bytes:
-                logger.warning("The platform refused a %s request as too large (HTTP 413): "
-                               "batches now aim at %s per call", _size(sent), _size(new))
-                self.request_bytes = new
+            self.ceiling = max(self.floor, min(self.ceiling, int(sent * 0.9)))
+            new = max(self.floor, min(self.request_bytes, sent // 4))
+            logger.warning("The platform refused a %s request as too large (HTTP 413): "
+                           "batches now aim at %s per call (at most %s from now on)",
+                           _size(sent), _size(new), _size(self.ceiling))
+            self.request_bytes = new
 
     def answered_in(self, seconds: float) -> None:
-        """A call's answer took `seconds`: halve the budget when that is slow."""
-        if seconds < self.slow_seconds:
-            return
+        """A call was answered in `seconds`: halve the budget when that is slow, else let
+        it grow back towards the ceiling."""
         with self._lock:
+            if seconds < self.slow_seconds:
+                self.request_bytes = min(self.ceiling, int(self.request_bytes * 1.25))
+                return
             new = max(self.floor, self.request_bytes // 2)
+            self.ceiling = min(self.ceiling, new)  # no growing back into slow sizes
             if new < self.request_bytes:
                 logger.warning("The platform took %.0f s to answer (slow: %.0f s or more): "
                                "batches now aim at %s per call", seconds, self.slow_seconds,

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from target_core.target import CoreTarget
 
 logger = logging.getLogger(__name__)
+_SAMPLE_BYTES = 1024 * 1024
+"""Encoded rows packed once, at the first batch, to learn what a byte costs as sent."""
 
 
 class CoreSink(BatchSink, abc.ABC):
@@ -40,6 +42,10 @@ class CoreSink(BatchSink, abc.ABC):
     """Rows per batch when the target has neither a byte budget nor `batch_size_rows`."""
     max_batch_bytes = 32 * 1024 * 1024
     """Uncompressed JSON bytes that always end a batch (memory); platforms may lower it."""
+    send_needs_rows = True
+    """False when what `prepare_batch` returns is all `send_batch` needs: the rows are then
+    let go as soon as the batch is packed (`send_batch` gets None), so a batch waiting for
+    the rate limit holds its compressed form only (a few MB, not tens)."""
 
     def __init__(self, target: CoreTarget, *args: Any, **kwargs: Any) -> None:
         self.core_target = target  # the SDK 0.54 Sink keeps no reference to its target
@@ -62,10 +68,11 @@ class CoreSink(BatchSink, abc.ABC):
         return rows
 
     @abc.abstractmethod
-    def send_batch(self, rows: list[bytes], prepared: Any) -> None:
+    def send_batch(self, rows: list[bytes] | None, prepared: Any) -> None:
         """Deliver rows (each the JSON text of one row) to the platform; sender thread.
 
-        `prepared` is what `prepare_batch` returned for these rows."""
+        `prepared` is what `prepare_batch` returned for these rows; `rows` is None when
+        the sink set `send_needs_rows = False`."""
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -144,7 +151,23 @@ class CoreSink(BatchSink, abc.ABC):
         self._batch_records_read += 1
         self.lean_records += 1
         return (self._batch_records_read >= self.batch_limit
-                or self.buffered_bytes >= self.byte_limit)
+                or (self.buffered_bytes >= self.byte_limit and self._over_byte_limit()))
+
+    def _over_byte_limit(self) -> bool:
+        """The byte limit is set when a buffer opens; the budget may have learnt since (the
+        packer measures each batch): look again before ending the batch."""
+        budget = self.core_target.budget
+        if budget is not None:
+            if not budget.measurements:  # the first batch of the run: measure a sample
+                sample, size = [], 0
+                for row in self.rows:
+                    sample.append(row)
+                    size += len(row)
+                    if size >= _SAMPLE_BYTES:
+                        break
+                self.prepare_batch(sample)  # reports its size to the budget
+            self.byte_limit = min(self.max_batch_bytes, budget.encoded_limit())
+        return self.buffered_bytes >= self.byte_limit
 
     def process_record(self, record: dict, context: dict | None) -> None:
         """The SDK's path (stream maps, flattening): validated already, encode and buffer.
@@ -170,7 +193,7 @@ class CoreSink(BatchSink, abc.ABC):
     @property
     def is_full(self) -> bool:
         return (self._batch_records_read >= self.batch_limit
-                or self.buffered_bytes >= self.byte_limit)
+                or (self.buffered_bytes >= self.byte_limit and self._over_byte_limit()))
 
     # -- batches -----------------------------------------------------------------------
 
@@ -188,13 +211,22 @@ class CoreSink(BatchSink, abc.ABC):
         token = object()
         self.core_target.checkpoint.move(self, token)
         number = self.batches_sent = self.batches_sent + 1
-        self.core_target.uploader.submit(
-            token, lambda: self.prepare_batch(rows), lambda ready: self._send(rows, ready, number)
-        )
+        count = len(rows)
+        held: list[list[bytes] | None] = [rows]  # the only reference the jobs keep
+        del rows
 
-    def _send(self, rows: list[bytes], prepared: Any, number: int) -> None:
+        def prepare() -> Any:
+            ready = self.prepare_batch(held[0])  # type: ignore[arg-type]
+            if not self.send_needs_rows:
+                held[0] = None
+            return ready
+
+        self.core_target.uploader.submit(
+            token, prepare, lambda ready: self._send(held[0], count, ready, number))
+
+    def _send(self, rows: list[bytes] | None, count: int, prepared: Any, number: int) -> None:
         started = time.monotonic()
         self.send_batch(rows, prepared)
-        self.rows_sent += len(rows)
-        self.core_target.acknowledged(self.stream_name, number, len(rows),
+        self.rows_sent += count
+        self.core_target.acknowledged(self.stream_name, number, count,
                                       time.monotonic() - started)

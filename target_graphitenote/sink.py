@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import base64
 import gzip
-import math
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from target_core import conversions
 from target_core.columns import Column, ColumnType
@@ -80,10 +82,19 @@ class DatasetLoad:
         return not (self.replace and self.fills == 0)
 
 
+@dataclass(frozen=True)
+class PreparedFill:
+    """A packed batch: all a fill needs, so the rows themselves can go (memory)."""
+
+    insert_data: str
+    rows: int
+
+
 class GraphiteNoteSink(CoreSink):
     """Batches of rows -> `dataset-fill` calls (gzip + base64 when compressed)."""
 
     core_target: TargetGraphiteNote
+    send_needs_rows = False
 
     def setup(self) -> None:
         super().setup()
@@ -125,54 +136,68 @@ class GraphiteNoteSink(CoreSink):
 
     # -- upload (packer and sender threads) --------------------------------------------
 
-    def prepare_batch(self, rows: list[bytes]) -> str:
+    def prepare_batch(self, rows: list[bytes]) -> PreparedFill:
         """The `insert-data` string: JSON rows, gzip + base64 when compressed."""
         config = self.core_target.config
-        payload = b"[" + b",".join(rows) + b"]"
+        joined = b",".join(rows)
         if not config["compress"]:
-            insert_data = payload.decode()
-        else:
-            packed = gzip.compress(payload, compresslevel=config["compression_level"], mtime=0)
+            insert_data = f"[{joined.decode()}]"
+        else:  # streamed into the compressor: no second copy of the rows with brackets
+            packer = zlib.compressobj(config["compression_level"], zlib.DEFLATED, 31)
+            packed = b"".join([packer.compress(b"["), packer.compress(joined),
+                               packer.compress(b"]"), packer.flush()])
             insert_data = base64.b64encode(packed).decode("ascii")
-        self.core_target.budget.measured(len(payload), self._request_size(insert_data))
-        return insert_data
+        fill = PreparedFill(insert_data, len(rows))
+        self.core_target.budget.measured(len(joined) + 2, self._request_size(fill))
+        return fill
 
-    def _request_size(self, insert_data: str) -> int:
-        """Bytes of the dataset-fill request carrying `insert_data` (close enough: the
-        columns and the fixed keys, plus JSON escaping of uncompressed rows)."""
-        escaped = insert_data.count('"') if not self.core_target.config["compress"] else 0
-        return len(insert_data) + escaped + len(str(self.gn_columns)) + 200
+    def _request_size(self, fill: PreparedFill) -> int:
+        """Bytes of the dataset-fill request carrying it (close enough: the columns and the
+        fixed keys, plus JSON escaping of uncompressed rows)."""
+        data = fill.insert_data
+        escaped = data.count('"') if not self.core_target.config["compress"] else 0
+        return len(data) + escaped + len(str(self.gn_columns)) + 200
 
-    def send_batch(self, rows: list[bytes], insert_data: str) -> None:
+    def _rows_of(self, fill: PreparedFill) -> list[bytes]:
+        """The rows back from a prepared fill (only to split it after a 413)."""
+        data = fill.insert_data.encode()
+        if self.core_target.config["compress"]:
+            data = gzip.decompress(base64.b64decode(data))
+        return [bytes(row) for row in msgspec.json.decode(data, type=list[msgspec.Raw])]
+
+    def send_batch(self, rows: list[bytes] | None, fill: PreparedFill) -> None:
         target = self.core_target
         load = self.load
         if load.dataset_code is None:
             target.create_dataset(load, self.gn_columns)
         append = load.next_append()
         try:
-            count = target.client.fill(load.dataset_code, self.gn_columns, insert_data,
+            count = target.client.fill(load.dataset_code, self.gn_columns, fill.insert_data,
                                        compressed=target.config["compress"], append=append)
         except PayloadTooLarge:
-            if len(rows) == 1:
+            if fill.rows == 1:
                 raise ApiError(f"stream '{self.stream_name}': a single row is larger than "
                                "Graphite Note accepts (HTTP 413)", 413) from None
-            size = self._request_size(insert_data)
+            size = self._request_size(fill)
             target.budget.refused(size)
-            parts = min(len(rows), max(2, math.ceil(size / target.budget.request_bytes)))
-            step = math.ceil(len(rows) / parts)
+            rows = rows if rows is not None else self._rows_of(fill)
             self.logger.warning("Stream '%s': Graphite Note refused %d rows as too large "
-                                "(HTTP 413); sending them as %d batches of up to %d rows",
-                                self.stream_name, len(rows), math.ceil(len(rows) / step), step)
-            for start in range(0, len(rows), step):
+                                "(HTTP 413); sending them again in smaller batches",
+                                self.stream_name, len(rows))
+            per_row = size / len(rows)
+            start = 0
+            while start < len(rows):  # each piece sized by the budget as learnt so far
+                step = max(1, int(target.budget.request_bytes / per_row))
                 part = rows[start:start + step]
                 self.send_batch(part, self.prepare_batch(part))
+                start += len(part)
             return
         target.budget.answered_in(target.client.session.last_duration)
-        if count is not None and count < len(rows):
+        if count is not None and count < fill.rows:
             # Whether rows-count counts this call or the whole dataset, fewer than sent
             # means rows were dropped: acknowledging the batch would move STATE past them.
             raise ApiError(f"stream '{self.stream_name}': Graphite Note acknowledged only "
-                           f"{count} of {len(rows)} rows sent to dataset "
+                           f"{count} of {fill.rows} rows sent to dataset "
                            f"'{load.dataset_code}'; stopping before any later STATE", 200)
         load.fills += 1
-        load.rows += len(rows)
+        load.rows += fill.rows

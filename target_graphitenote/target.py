@@ -120,7 +120,9 @@ class TargetGraphiteNote(CoreTarget):
         self.checkpoint.hold_until_end = self.config["load_method"] == "overwrite"
         self.budget = BatchBudget(
             self.config["batch_size_bytes"],
-            first_ratio=0.5 if self.config["compress"] else 1.2,  # gzip+base64 / JSON quoting
+            # until the first batch is measured: the worst case (base64 of what gzip cannot
+            # shrink; JSON quoting of plain rows), so the first batch cannot overshoot
+            first_ratio=1.4,
             slow_seconds=self.config["request_timeout"] / 4,
         )
         self._overrides_used: set[tuple[str, str]] = set()

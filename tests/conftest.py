@@ -81,7 +81,7 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
 
 
 @pytest.fixture
-def gn_config(sandbox: Sandbox) -> dict[str, Any]:
+def gn_config(sandbox: Sandbox, tmp_path: Path) -> dict[str, Any]:
     """A working config for the sandbox (no client-side rate limit, fast tests)."""
     return {
         "api_token": SANDBOX_TOKEN,
@@ -89,6 +89,7 @@ def gn_config(sandbox: Sandbox) -> dict[str, Any]:
         "api_url": sandbox.gn_url,
         "dataset_code": SANDBOX_DATASET_CODE,
         "rate_limit_per_minute": 0,
+        "created_datasets_file": str(tmp_path / "created-datasets.json"),
     }
 
 

@@ -31,6 +31,8 @@ CONFIG: dict[str, Any] = {
     "user_code": SANDBOX_USER_CODE,
     "api_url": _SERVER.api_url("graphitenote"),
     "create_missing_datasets": True,
+    "created_datasets_file": str(Path(tempfile.mkdtemp(prefix="gn-suite-created-"))
+                                 / "datasets.json"),
     "rate_limit_per_minute": 0,
     "batch_size_rows": 3,  # several fills per stream, and checkpoints between them
 }
