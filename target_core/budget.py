@@ -13,7 +13,7 @@ It adapts, for the rest of the run:
   refused rows are re-sent in pieces of the new size;
 - each fast answer then lets the budget grow by a quarter, up to the ceiling (or the
   setting), so a cut that went too deep is made good within a few calls;
-- an answer slower than `slow_seconds` halves the budget (never below `floor`): a platform
+- an answer slower than `slow_seconds` halves the budget (not below `floor`): a platform
   that takes that long is struggling with the size, and a timeout would cost a whole call.
 Every cut is logged, with the new size.
 """
@@ -61,8 +61,10 @@ class BatchBudget:
     def refused(self, sent: int) -> None:
         """The platform answered 413 to a request of `sent` bytes."""
         with self._lock:
-            self.ceiling = max(self.floor, min(self.ceiling, int(sent * 0.9)))
-            new = max(self.floor, min(self.request_bytes, sent // 4))
+            # the platform's limit is what it is: no floor here (the sink splits down to
+            # single rows, and a row too large for the platform is an error of its own)
+            self.ceiling = max(1, min(self.ceiling, int(sent * 0.9)))
+            new = max(1, min(self.request_bytes, sent // 4))
             logger.warning("The platform refused a %s request as too large (HTTP 413): "
                            "batches now aim at %s per call (at most %s from now on)",
                            _size(sent), _size(new), _size(self.ceiling))

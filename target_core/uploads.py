@@ -6,7 +6,9 @@ the GIL) while a *sender* thread waits on the platform's answer to the previous 
 Batches are sent one at a time, in the order they were handed over (platforms want fills
 of one dataset in order, and the first fill of a replace run must land first). Each queue
 is bounded: when the platform is slower than the tap, the reader waits instead of
-buffering the stream in memory (at most `depth` + 2 batches exist at once).
+buffering the stream in memory (at most `depth` + 2 batches exist at once, besides the
+one the reader fills). One waiting batch is enough to keep both stages busy; with batches
+sized by a request budget (tens of MB of rows each), each one more would cost ~20 MB.
 
 A job that fails for good stops both stages; later batches are dropped unsent and the error
 is raised on the main thread at its next hand-over or wait, so the run ends non-zero and no
@@ -29,7 +31,7 @@ Send = Callable[[Any], None]
 class Uploader:
     """Runs (prepare, send) jobs in order; each sent job is acknowledged to the checkpoint."""
 
-    def __init__(self, checkpoint: Checkpoint, depth: int = 2) -> None:
+    def __init__(self, checkpoint: Checkpoint, depth: int = 1) -> None:
         self._checkpoint = checkpoint
         self._to_pack: queue.Queue[tuple[Hashable, Prepare, Send] | None] = queue.Queue(depth)
         self._to_send: queue.Queue[tuple[Hashable, Send, Any] | None] = queue.Queue(1)

@@ -51,6 +51,8 @@ _DEFAULTS: dict[ColumnType, tuple[str, str, str | None]] = {
     ColumnType.TEXT: ("dimension", "text", None),
     ColumnType.TIME: ("dimension", "text", None),
 }
+_SLICE = 4096
+"""Rows joined at a time when compressing a batch."""
 _FORMAT_OF_SUBTYPE: dict[str, str | None] = {
     "numeric": "#,###.##", "date": "Y-m-d", "datetime": "Y-m-d H:i:s", "text": None,
 }
@@ -139,16 +141,19 @@ class GraphiteNoteSink(CoreSink):
     def prepare_batch(self, rows: list[bytes]) -> PreparedFill:
         """The `insert-data` string: JSON rows, gzip + base64 when compressed."""
         config = self.core_target.config
-        joined = b",".join(rows)
+        encoded = sum(map(len, rows)) + len(rows) + 1  # rows, commas, brackets
         if not config["compress"]:
-            insert_data = f"[{joined.decode()}]"
-        else:  # streamed into the compressor: no second copy of the rows with brackets
+            insert_data = f"[{b','.join(rows).decode()}]"
+        else:  # streamed into the compressor in slices: no joined copy of the whole batch
             packer = zlib.compressobj(config["compression_level"], zlib.DEFLATED, 31)
-            packed = b"".join([packer.compress(b"["), packer.compress(joined),
-                               packer.compress(b"]"), packer.flush()])
-            insert_data = base64.b64encode(packed).decode("ascii")
+            parts = [packer.compress(b"[")]
+            for start in range(0, len(rows), _SLICE):
+                comma = b"," if start else b""
+                parts.append(packer.compress(comma + b",".join(rows[start:start + _SLICE])))
+            parts += [packer.compress(b"]"), packer.flush()]
+            insert_data = base64.b64encode(b"".join(parts)).decode("ascii")
         fill = PreparedFill(insert_data, len(rows))
-        self.core_target.budget.measured(len(joined) + 2, self._request_size(fill))
+        self.core_target.budget.measured(encoded, self._request_size(fill))
         return fill
 
     def _request_size(self, fill: PreparedFill) -> int:
@@ -187,7 +192,8 @@ class GraphiteNoteSink(CoreSink):
             per_row = size / len(rows)
             start = 0
             while start < len(rows):  # each piece sized by the budget as learnt so far
-                step = max(1, int(target.budget.request_bytes / per_row))
+                step = max(1, min(int(target.budget.request_bytes / per_row),
+                                  (len(rows) + 1) // 2))  # always smaller than refused
                 part = rows[start:start + step]
                 self.send_batch(part, self.prepare_batch(part))
                 start += len(part)
