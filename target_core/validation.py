@@ -158,6 +158,15 @@ class CheckWriter:
             return None
         return (declared,) if isinstance(declared, str) else tuple(declared)
 
+    def allows_null(self, node: Any) -> bool:
+        """Whether the node's type check lets None through (then a missing key and a null
+        may share one path)."""
+        try:
+            types = self.types_of(node) if isinstance(node, dict) else None
+        except Unsupported:
+            return False
+        return types is not None and "null" in types
+
     def check(self, node: Any, var: str, path: str, indent: int) -> list[str]:
         """Lines checking `var` (present) against `node`."""
         if node is True or node == {}:
@@ -206,16 +215,18 @@ class CheckWriter:
         for keyword, test, applies in (
             ("maxLength", "len({v}) > {k}", f"type({var}) is str"),
             ("minLength", "len({v}) < {k}", f"type({var}) is str"),
-            ("maximum", "_num({v}) > {k}", number),
-            ("minimum", "_num({v}) < {k}", number),
-            ("exclusiveMaximum", "_num({v}) >= {k}", number),
-            ("exclusiveMinimum", "_num({v}) <= {k}", number),
+            ("maximum", "_exact({v}) > {k}", number),
+            ("minimum", "_exact({v}) < {k}", number),
+            ("exclusiveMaximum", "_exact({v}) >= {k}", number),
+            ("exclusiveMinimum", "_exact({v}) <= {k}", number),
         ):
             if keyword in node:
                 limit = node[keyword]
                 if isinstance(limit, bool) or not isinstance(limit, (int, float)):
                     raise Unsupported(f"{keyword} that is not a number")
-                condition = test.format(v=var, k=self.constant(limit))
+                exact = f"({var} if type({var}) is not _Raw else _num({var}))"
+                condition = test.replace("_exact({v})", exact).format(
+                    v=var, k=self.constant(limit))
                 if keyword.endswith("Length"):  # jsonschema counts code points, as len() does
                     problem = f"is {'longer' if keyword[1] == 'a' else 'shorter'} than {limit}"
                 else:
