@@ -17,6 +17,9 @@ from target_graphitenote.sink import DatasetLoad, GraphiteNoteSink
 DEFAULT_API_URL = "https://app.graphite-note.com/api"
 LOAD_METHODS = ("append-only", "overwrite")
 DEFAULT_BATCH_SIZE_BYTES = 6 * 1024 * 1024
+UNLIMITED_BATCH_SIZE_BYTES = 1024 * 1024
+"""The default when rate_limit_per_minute is 0: with no limit on calls, smaller calls keep
+the packer and sender busy while the reader works, and hold less memory."""
 DEFAULT_CREATED_DATASETS_FILE = "graphitenote-datasets.json"
 
 _OVERRIDE = th.ObjectType(
@@ -67,11 +70,12 @@ class TargetGraphiteNote(CoreTarget):
                     description='load_method per stream, e.g. {"customers": "overwrite"} for '
                                 "a FULL_TABLE stream while the others append; streams not "
                                 "named use load_method."),
-        th.Property("batch_size_bytes", th.IntegerType, default=DEFAULT_BATCH_SIZE_BYTES,
+        th.Property("batch_size_bytes", th.IntegerType,
                     description="Request bytes per dataset-fill call as sent (compressed and "
-                                "encoded), 6 MiB by default: batches are as full as this "
-                                "allows, since the rate limit counts calls. Lowered for the "
-                                "rest of the run by a 413 answer or a slow answer."),
+                                "encoded). Default 6 MiB: batches are as full as this allows, "
+                                "since the rate limit counts calls (1 MiB when "
+                                "rate_limit_per_minute is 0). Lowered for the rest of the run "
+                                "by a 413 answer or a slow answer."),
         th.Property("batch_size_rows", th.IntegerType,
                     description="Optional cap on rows per dataset-fill call (no cap by "
                                 "default: batch_size_bytes decides)."),
@@ -118,8 +122,11 @@ class TargetGraphiteNote(CoreTarget):
         # what the interrupted run loaded and never get it again. STATE waits for the end
         # (from the first overwrite stream on, when only some streams overwrite).
         self.checkpoint.hold_until_end = self.config["load_method"] == "overwrite"
+        budget = self.config.get("batch_size_bytes") or (
+            DEFAULT_BATCH_SIZE_BYTES if self.config["rate_limit_per_minute"]
+            else UNLIMITED_BATCH_SIZE_BYTES)
         self.budget = BatchBudget(
-            self.config["batch_size_bytes"],
+            budget,
             # until the first batch is measured: the worst case (base64 of what gzip cannot
             # shrink; JSON quoting of plain rows), so the first batch cannot overshoot
             first_ratio=1.4,

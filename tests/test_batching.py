@@ -62,7 +62,7 @@ def test_batch_size_rows_is_an_optional_cap(tmp_path: Path, sandbox: Sandbox,
 
 def test_a_413_teaches_the_limit_for_the_rest_of_the_run(tmp_path: Path, sandbox: Sandbox,
                                                          gn_config: dict) -> None:
-    """Default budget (6 MiB), a platform refusing more than 60 kB (100 times less): each
+    """The default budget (1 MiB with no rate limit), a platform refusing more than 60 kB: each
     refusal cuts the aim to a quarter, so a few refusals find the limit (each costs a
     call); then the batches fit, and grow back close to the limit."""
     sandbox.settings(max_body_bytes=60_000)
