@@ -44,6 +44,8 @@ class BatchBudget:
         self.ratio = first_ratio
         """Bytes sent per encoded byte, from the last batch (a first guess before that)."""
         self.measurements = 0
+        self.refused_at: int | None = None
+        """The smallest request size the platform refused (413), if any."""
         self.slow_seconds = slow_seconds
         self.floor = floor
         self._lock = threading.Lock()
@@ -58,11 +60,16 @@ class BatchBudget:
             self.ratio = sent / encoded * 1.02  # 2% head room for batch-to-batch variation
             self.measurements += 1
 
+    def known_too_large(self, sent: int) -> bool:
+        """Whether a 413 already showed that a request of `sent` bytes will be refused."""
+        return self.refused_at is not None and sent >= self.refused_at
+
     def refused(self, sent: int) -> None:
         """The platform answered 413 to a request of `sent` bytes."""
         with self._lock:
             # the platform's limit is what it is: no floor here (the sink splits down to
             # single rows, and a row too large for the platform is an error of its own)
+            self.refused_at = min(sent, self.refused_at or sent)
             self.ceiling = max(1, min(self.ceiling, int(sent * 0.9)))
             new = max(1, min(self.request_bytes, sent // 4))
             logger.warning("The platform refused a %s request as too large (HTTP 413): "

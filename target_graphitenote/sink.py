@@ -170,9 +170,26 @@ class GraphiteNoteSink(CoreSink):
             data = gzip.decompress(base64.b64decode(data))
         return [bytes(row) for row in msgspec.json.decode(data, type=list[msgspec.Raw])]
 
+    def _send_in_pieces(self, rows: list[bytes] | None, fill: PreparedFill, size: int) -> None:
+        """Send a batch as several, each sized by the budget as learnt so far."""
+        rows = rows if rows is not None else self._rows_of(fill)
+        per_row = size / len(rows)
+        start = 0
+        while start < len(rows):
+            step = max(1, min(int(self.core_target.budget.request_bytes / per_row),
+                              (len(rows) + 1) // 2))  # always smaller than the whole
+            part = rows[start:start + step]
+            self.send_batch(part, self.prepare_batch(part))
+            start += len(part)
+
     def send_batch(self, rows: list[bytes] | None, fill: PreparedFill) -> None:
         target = self.core_target
         load = self.load
+        size = self._request_size(fill)
+        if target.budget.known_too_large(size) and fill.rows > 1:
+            # packed before a 413 taught the limit: split now instead of being refused
+            self._send_in_pieces(rows, fill, size)
+            return
         if load.dataset_code is None:
             target.create_dataset(load, self.gn_columns)
         append = load.next_append()
@@ -183,20 +200,11 @@ class GraphiteNoteSink(CoreSink):
             if fill.rows == 1:
                 raise ApiError(f"stream '{self.stream_name}': a single row is larger than "
                                "Graphite Note accepts (HTTP 413)", 413) from None
-            size = self._request_size(fill)
             target.budget.refused(size)
-            rows = rows if rows is not None else self._rows_of(fill)
             self.logger.warning("Stream '%s': Graphite Note refused %d rows as too large "
                                 "(HTTP 413); sending them again in smaller batches",
-                                self.stream_name, len(rows))
-            per_row = size / len(rows)
-            start = 0
-            while start < len(rows):  # each piece sized by the budget as learnt so far
-                step = max(1, min(int(target.budget.request_bytes / per_row),
-                                  (len(rows) + 1) // 2))  # always smaller than refused
-                part = rows[start:start + step]
-                self.send_batch(part, self.prepare_batch(part))
-                start += len(part)
+                                self.stream_name, fill.rows)
+            self._send_in_pieces(rows, fill, size)
             return
         target.budget.answered_in(target.client.session.last_duration)
         if count is not None and count < fill.rows:
