@@ -28,6 +28,7 @@ from conftest import (
     lines,
     run_target,
     spawn_target,
+    states_of,
     wait_until,
 )
 
@@ -209,3 +210,28 @@ def test_a_second_signal_stops_at_once_with_no_state_past_the_data(
         assert set(range(1, bookmark(out[-1]) + 1)) <= landed
     assert any("Signal 2 again: stopping at once" in line for line in log.rest())
     assert sandbox.dataset()["completes"] == 0
+
+
+def test_a_fill_applied_but_unanswered_is_duplicated_once_and_counted(
+        tmp_path: Path, sandbox: Sandbox, gn_config: dict) -> None:
+    """At-least-once, measured: the platform stores the 2nd fill, the connection drops before
+    its answer, the target retries it. Exactly that batch lands twice; nothing else does,
+    nothing is lost, and no STATE runs ahead of the data."""
+    fill = "/graphitenote/api/dataset-fill"
+    sandbox.fault(path=fill, delay=0.001)           # the 1st fill: untouched
+    sandbox.fault(path=fill, drop_after=True)       # the 2nd: applied, answer lost
+    gn_config["batch_size_rows"] = 10
+    run = run_target(tmp_path, gn_config, lines(counter_stream(1, 45, state_every=7)))
+    assert run.returncode == 0, run.stderr
+    ids = [r["id"] for r in sandbox.rows()]
+    counts = Counter(ids)
+    duplicates = sorted(i for i, n in counts.items() if n > 1)
+    assert duplicates == list(range(11, 21)), "exactly the unanswered batch, once more"
+    assert all(n <= 2 for n in counts.values())
+    assert set(ids) == set(range(1, 46))
+    assert len(ids) - len(set(ids)) == 10  # bounded by one batch per lost answer
+    log = sandbox.requests()
+    assert [(r["status"], r["fault"]) for r in log if r["path"] == fill][:3] == [
+        (200, "delay=0.001"), (200, "applied+drop"), (200, None)]
+    assert "ConnectionError" in run.stderr  # the retry is logged
+    assert states_of(run.stdout)[-1] == {"bookmarks": {"items": {"last_id": 45}}}
