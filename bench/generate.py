@@ -62,7 +62,7 @@ def pools(rng: random.Random, size: int = 4096) -> list[dict]:
 def generate(out, records: int, state_every: int, seed: int, stream: str = "customers") -> None:
     rng = random.Random(seed)
     partial = pools(rng)
-    ts = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    ts = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     out.write(orjson.dumps({"type": "SCHEMA", "stream": stream, "schema": SCHEMA,
                             "key_properties": ["id"]}) + b"\n")
     buf = []

@@ -35,6 +35,7 @@ class Checkpoint:
         self._open: dict[Hashable, int] = {}  # buffer or batch -> first record number in it
         self._pending: deque[tuple[int, Any]] = deque()  # (records before it, state)
         self._last_written: bytes | None = None
+        self._silenced = False
         self.hold_until_end = False
         """Write nothing before the end of input (set when a resumed run would undo the
         rows an interrupted one loaded, e.g. a replace that starts with a truncate)."""
@@ -75,6 +76,14 @@ class Checkpoint:
                 self.hold_until_end = False
             self._write_safe()
 
+    def silence(self) -> None:
+        """Write nothing more, whatever is acknowledged later (a run stopped at once).
+
+        Taken under the lock, so a line being written by the sender thread is finished
+        first and no line starts afterwards."""
+        with self._lock:
+            self._silenced = True
+
     @property
     def newest_state_position(self) -> int | None:
         """How many records came before the newest STATE not yet written."""
@@ -82,7 +91,7 @@ class Checkpoint:
             return self._pending[-1][0] if self._pending else None
 
     def _write_safe(self) -> None:
-        if self.hold_until_end:
+        if self.hold_until_end or self._silenced:
             return
         watermark = min(self._open.values(), default=self.seen + 1) - 1
         newest = None

@@ -9,6 +9,7 @@ One rule set for all four targets, so that the same tap lands the same way every
 | boolean                                       | boolean      |
 | string with format date-time / date / time    | datetime / date / time |
 | string (any other format)                     | text         |
+| anyOf string branches with different formats, or one without | text |
 | object, array                                 | json (JSON text) |
 | several types (e.g. string or integer), or none | text (non-strings as JSON text) |
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-class ColumnType(str, enum.Enum):
+class ColumnType(enum.StrEnum):
     TEXT = "text"
     INTEGER = "integer"
     NUMBER = "number"
@@ -74,19 +75,22 @@ def _branches(prop: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def column_type(prop: Mapping[str, Any]) -> tuple[ColumnType, bool, tuple[str, ...]]:
     """(neutral type, nullable, non-null JSON types) of one schema property."""
     types: list[str] = []
-    formats: set[str] = set()
+    formats: set[str | None] = set()  # per string branch; None: a plain string
     for branch in _branches(prop):
         declared = branch.get("type")
         names = [declared] if isinstance(declared, str) else list(declared or [])
         if not names:  # no type: an object if it has properties, else any value at all
             names = ["object"] if "properties" in branch else ["any"]
         types += names
-        if "string" in names and branch.get("format") in _FORMATS:
-            formats.add(branch["format"])
+        if "string" in names:
+            fmt = branch.get("format")
+            formats.add(fmt if fmt in _FORMATS else None)
     nullable = "null" in types or "any" in types
     kinds = tuple(dict.fromkeys(t for t in types if t != "null"))
     if kinds == ("string",):
-        kind = _FORMATS[formats.pop()] if len(formats) == 1 else ColumnType.TEXT
+        # anyOf [date-time, plain string]: a plain string is valid, so the column is text
+        only = formats.pop() if len(formats) == 1 else None
+        kind = _FORMATS[only] if only else ColumnType.TEXT
     elif sorted(kinds) == ["integer", "number"]:
         kind = ColumnType.NUMBER
     elif len(kinds) == 1 and kinds[0] in _SIMPLE:

@@ -30,3 +30,15 @@ class ApiError(TargetError):
 
 class PayloadTooLarge(ApiError):
     """HTTP 413: the caller should split the batch and send the halves."""
+
+
+class Interrupted(Exception):
+    """A signal cut the input: the run ends with exit code 128 + the signal number.
+
+    Not a `TargetError`: nothing is wrong with the config or the data, and the run must
+    not look finished to an orchestrator (exit 0) either."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -15,11 +15,10 @@ SIGKILL leaves it, in the system's temporary directory or `spool_root`).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
+from target_core.errors import Interrupted
 from target_core.filesink import FileLoad, FileSink, FileSinkParts, StreamFiles
 from target_core.target import CoreTarget
 
@@ -30,8 +29,6 @@ class FileTarget(CoreTarget):
     default_sink_class = FileSink
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.interrupted_by: int | None = None
-        """The signal that stopped the input (SIGTERM 15, SIGINT 2), or None."""
         super().__init__(*args, **kwargs)
         self.files = StreamFiles(self.checkpoint, self.open_load, self.spool_root())
 
@@ -58,19 +55,15 @@ class FileTarget(CoreTarget):
                                 "uploaded or committed from it; STATE stays at the last "
                                 "confirmed file", self.interrupted_by)
             self.uploader.abort()
+            self.uploader.raise_failure()  # an upload error that came first still wins
             self.checkpoint.flush()  # an overwrite run (hold_until_end) writes none
-            return
+            raise Interrupted(self.interrupted_by)
         super().drain_all(is_endofpipe=is_endofpipe)
 
     def finish_streams(self) -> None:
         """End of input: each stream's last file, its upload and commit, in order."""
         self.files.finish(self.uploader)
         self.uploader.wait()
-
-    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
-        if self.interrupted_by is None:
-            self.interrupted_by = signum
-        super()._handle_termination(signum, frame)
 
     def listen(self, file_input: IO[str] | None = None) -> None:
         try:
@@ -80,5 +73,3 @@ class FileTarget(CoreTarget):
             raise
         finally:
             self.files.discard()
-        if self.interrupted_by is not None:
-            sys.exit(128 + self.interrupted_by)

@@ -43,15 +43,15 @@ from target_core.spool import RowSpool
 Row = Sequence[Any]
 
 NEUTRAL_CONVERTERS: dict[ColumnType, Converter] = {
-    ColumnType.INTEGER: conversions.number,
-    ColumnType.NUMBER: conversions.number,
+    ColumnType.INTEGER: conversions.number_text,
+    ColumnType.NUMBER: conversions.number_text,
     ColumnType.DATETIME: conversions.utc_datetime_text,
     ColumnType.DATE: conversions.date_text,
     ColumnType.JSON: conversions.json_text,
     ColumnType.TEXT: conversions.text,
     ColumnType.TIME: conversions.text,
 }
-"""Default values per neutral type: numbers stay numbers, booleans stay booleans,
+"""Default values per neutral type: numbers as their exact text, booleans stay booleans,
 date-times are `YYYY-MM-DD HH:MM:SS` UTC text, dates `YYYY-MM-DD`, objects JSON text."""
 
 

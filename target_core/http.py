@@ -4,7 +4,13 @@
   exponential backoff and full jitter (`backoff.expo`), up to `max_retries` times. A
   `Retry-After` header (seconds or an HTTP date) replaces the computed wait.
 - Rate limit: at most `calls_per_minute` requests in any 60 s window, counted client-side
-  across every thread and stream (Graphite Note enforces 10/minute per tenant).
+  across every thread and stream (Graphite Note enforces 10/minute per tenant). A call's
+  slot is stamped when its answer arrives (the server counted it at some point before
+  that) and the window is kept one `margin` second longer than the server's, so our own
+  pacing never meets a 429 even when a big upload takes seconds to arrive.
+- A refused connection before any answer (wrong port, nothing listening) fails at once:
+  retrying a wrong `api_url` for minutes helps nobody. Every "did not answer" error names
+  the host and port tried.
 - Transport safety: plain `http://` is refused for any host but loopback, so a token never
   crosses a network unencrypted; sandbox URLs on 127.0.0.1 stay allowed.
 - Safe repeats: a call that is not idempotent (POST by default) is repeated only when the
@@ -65,7 +71,12 @@ class HttpStatusError(TargetError):
 
 
 class RateLimiter:
-    """At most `calls` acquisitions in any `period` seconds (a sliding window)."""
+    """At most `calls` calls in any `period` (+ `margin`) seconds: a sliding window.
+
+    `acquire` takes a slot (waiting for one when needed) and stamps it with the time;
+    `release` re-stamps the calling thread's slot when the call's answer has arrived. The
+    server counted the call somewhere between those two moments, so the window measured
+    from the later one is never shorter than the server's."""
 
     def __init__(
         self,
@@ -73,31 +84,47 @@ class RateLimiter:
         period: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        margin: float = 1.0,
     ) -> None:
-        self.calls, self.period = calls, period
+        self.calls, self.period, self.margin = calls, period, margin
         self._clock, self._sleep = clock, sleep
-        self._times: deque[float] = deque()
+        self._slots: deque[list[float]] = deque()
         self._lock = threading.Lock()
+        self._mine = threading.local()
+        self.waited_total = 0.0
+        """Seconds spent waiting for a slot so far (all threads)."""
 
     def acquire(self) -> float:
         """Wait for a free slot; returns the seconds waited. `calls <= 0` means no limit."""
         if self.calls <= 0:
             return 0.0
         waited = 0.0
+        window = self.period + self.margin
         with self._lock:
             while True:
                 now = self._clock()
-                while self._times and now - self._times[0] >= self.period:
-                    self._times.popleft()
-                if len(self._times) < self.calls:
-                    self._times.append(now)
+                while self._slots and now - min(self._slots)[0] >= window:
+                    self._slots.remove(min(self._slots))
+                if len(self._slots) < self.calls:
+                    slot = [now]
+                    self._slots.append(slot)
+                    self._mine.slot = slot
+                    self.waited_total += waited
                     return waited
-                pause = self.period - (now - self._times[0])
+                pause = window - (now - min(self._slots)[0])
                 if waited == 0.0:
                     logger.info("Rate limit of %d calls per %.0f s reached: waiting %.1f s",
                                 self.calls, self.period, pause)
                 self._sleep(pause)
                 waited += pause
+
+    def release(self) -> None:
+        """The calling thread's call has its answer: its slot counts from now."""
+        slot = getattr(self._mine, "slot", None)
+        if slot is not None:
+            with self._lock:
+                slot[0] = max(slot[0], self._clock())
+            self._mine.slot = None
 
 
 def check_url(url: str, setting: str) -> str:
@@ -281,6 +308,13 @@ class ApiSession:
         self._bare.headers["User-Agent"] = self.session.headers.get("User-Agent", "target-core")
         self._sleep = sleep
         self.calls = 0
+        self.last_duration = 0.0
+        """Seconds the last attempt took, answer or not (for callers that adapt to it)."""
+        self.answered = False
+        """True once any call got an HTTP answer (then a refused connection is retried)."""
+        parts = urlsplit(self.base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.host_port = f"{parts.hostname}:{port}"
 
     def post(
         self, route: str, body: bytes, content_type: str = "application/json", *,
@@ -364,7 +398,12 @@ class ApiSession:
             except (requests.ConnectionError, requests.Timeout) as exc:
                 problem, response = f"{type(exc).__name__} (no answer)", None
                 repeatable = safe or _never_sent(exc)
+                if not self.answered and _refused(exc) and not absolute:
+                    raise TargetError(
+                        f"{self.platform} did not answer on {shown} at {self.host_port}: "
+                        "connection refused (nothing listens there: check api_url)") from None
             else:
+                self.answered = True
                 logger.debug("%s %s -> %d in %.2f s", method, shown, response.status_code,
                              time.monotonic() - started)
                 status = response.status_code
@@ -386,19 +425,22 @@ class ApiSession:
             finally:
                 if isinstance(data, io.IOBase):
                     data.close()
+                self.rate_limiter.release()
+                self.last_duration = time.monotonic() - started
+            where = urlsplit(url).netloc if absolute else self.host_port
             if attempt > self.max_retries or not repeatable:
                 if response is not None:
                     raise HttpStatusError(response.status_code, shown, self._detail(response))
                 again = "" if repeatable else " (not repeated: the platform may have acted on it)"
-                raise TargetError(f"{self.platform} did not answer on {shown} after "
+                raise TargetError(f"{self.platform} did not answer on {shown} at {where} after "
                                   f"{attempt} attempt{'s' if attempt > 1 else ''}: "
                                   f"{problem}{again}")
             pause = backoff.full_jitter(next(waits))
             if response is not None:
                 told = retry_after_seconds(response.headers.get("Retry-After"))
                 pause = pause if told is None else told
-            logger.warning("%s from %s on %s; retry %d of %d in %.1f s", problem, self.platform,
-                           shown, attempt, self.max_retries, pause)
+            logger.warning("%s from %s on %s at %s; retry %d of %d in %.1f s", problem,
+                           self.platform, shown, where, attempt, self.max_retries, pause)
             self._sleep(pause)
 
     @staticmethod
@@ -420,3 +462,18 @@ class ApiSession:
     def _detail(response: requests.Response) -> str:
         text = " ".join(response.text.split())[:300] or response.reason or "no details"
         return REDACTOR(text)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a requests error was caused by a refused TCP connection."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # requests -> urllib3 -> socket: a short chain
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        reason = getattr(seen, "reason", None)
+        nested = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = reason if isinstance(reason, BaseException) else nested or seen.__cause__ \
+            or seen.__context__
+    return False

@@ -3,9 +3,14 @@
 The SDK's readers decode text with stdlib json or msgspec and turn every float into a
 `Decimal`; both cost a third of the decoding time, and the SDK's error for a bad line
 echoes the whole line (personal data) without saying which line it was. This reader takes
-bytes from stdin, decodes with msgspec (floats stay floats: all four platforms store
-numbers as doubles), dispatches RECORD first, and rewrites every input error to start with
-`line N:` while keeping its SDK exception type (the standard test suite checks the types).
+bytes from stdin, decodes with msgspec, dispatches RECORD first, and rewrites every input
+error to start with `line N:` while keeping its SDK exception type (the standard test suite
+checks the types).
+
+Numbers in RECORD and STATE messages keep the tap's digits: a number with a fraction or an
+exponent is decoded as `msgspec.Raw` text (`conversions.exact_number`), which costs less
+than building a float (measured in docs/architecture.md). SCHEMA and the other messages are
+decoded again with plain floats: JSON Schema keywords (`maximum: 1.5`) are compared as numbers.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from singer_sdk.exceptions import (
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
+from target_core.conversions import exact_number
 from target_core.errors import InputError
 
 _INPUT_ERRORS = (InputError, FatalSyncError, InvalidInputLine, InvalidRecord, InvalidJSONSchema)
-_decode = msgspec.json.Decoder().decode
+_decode = msgspec.json.Decoder(float_hook=exact_number).decode
+_decode_floats = msgspec.json.Decoder().decode
+_EXACT_KINDS = frozenset({"RECORD", "STATE"})
 
 
 def _with_line(exc: Exception, line_number: int) -> Exception:
@@ -65,7 +73,7 @@ class SingerLineReader(GenericSingerReader[bytes]):
 
     def deserialize_json(self, line: bytes | str) -> dict:
         try:
-            message = _decode(line)
+            message = _decode_floats(line)
         except msgspec.DecodeError as exc:
             # msgspec names the byte offset, never the content: safe to show.
             raise InvalidInputLine(f"not a valid JSON line ({exc})") from None
@@ -101,6 +109,8 @@ class SingerLineReader(GenericSingerReader[bytes]):
                     records += 1
                     on_record(message)
                 else:
+                    if type(kind) is str and kind not in _EXACT_KINDS:
+                        message = _decode_floats(line)  # schema keywords are numbers
                     callback = callbacks.get(kind) if type(kind) is str else None
                     if callback is None:
                         raise InvalidInputLine(

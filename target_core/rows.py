@@ -62,8 +62,12 @@ def compile_row_encoder(
                          f"            _fail({key!r}, 'is a required property')"]
         for i, (source, convert) in enumerate(zip(sources, converters, strict=True)):
             value = f"x{i}"
-            checks = writer.check(properties.get(source, {}), value, source, 3) if validates else []
-            if checks or source in required:
+            prop = properties.get(source, {})
+            checks = writer.check(prop, value, source, 3) if validates else []
+            if checks and source not in required and writer.allows_null(prop):
+                # missing and null are the same here: no sentinel, one branch less
+                body += [f"        {value} = g({source!r})", *_dedent(checks)]
+            elif checks or source in required:
                 body += [f"        {value} = g({source!r}, _M)", f"        if {value} is _M:"]
                 if validates and source in required:
                     body.append(f"            _fail({source!r}, 'is a required property')")
@@ -99,6 +103,11 @@ def compile_row_encoder(
             raise
         return compile_row_encoder(sources, converters, None, as_tuple=as_tuple)[0], False
     return namespace["encode"], validates
+
+
+def _dedent(lines: list[str]) -> list[str]:
+    """Checks written for the `else:` branch (3 levels) moved to the function body (2)."""
+    return [line[4:] for line in lines]
 
 
 def _check_record_level(schema: dict) -> None:

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import abc
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fastjsonschema
@@ -30,13 +31,21 @@ from singer_sdk import Target
 from singer_sdk.exceptions import InvalidRecord, MissingKeyPropertiesError
 from singer_sdk.sinks import BatchSink
 
+from target_core.budget import BatchBudget
 from target_core.checkpoint import Checkpoint
 from target_core.columns import Column, columns_from_schema, identifier
+from target_core.conversions import decimal_to_raw, raw_to_decimal
 from target_core.rows import Converter, RowError, compile_row_encoder
 from target_core.uploads import Uploader
 from target_core.validation import RecordProblem, RecordValidator, describe
 
 logger = logging.getLogger(__name__)
+_SAMPLE_BYTES = 1024 * 1024
+"""Encoded rows packed once, at the first batch, to learn what a byte costs as sent."""
+
+
+Acknowledged = Callable[[str, int, int, float], None]
+"""(stream, batch number, rows, seconds): a batch landed; called on the sender thread."""
 
 
 @dataclass(frozen=True)
@@ -45,15 +54,20 @@ class SinkParts:
 
     checkpoint: Checkpoint
     uploader: Uploader
+    budget: BatchBudget | None = field(default=None, kw_only=True)
+    """Batches sized by request bytes (batch-call platforms with a byte budget setting)."""
+    acknowledged: Acknowledged | None = field(default=None, kw_only=True)
+    """Told of every landed batch, for the progress lines."""
 
 
 class RowSink(BatchSink, abc.ABC):
     """Validates and encodes a stream's records into a buffer of rows."""
 
     MAX_SIZE_DEFAULT = 10_000
+    """Rows per batch when the target has neither a byte budget nor `batch_size_rows`."""
     max_batch_bytes = 32 * 1024 * 1024
-    """Uncompressed JSON bytes that end a batch early (wide rows); platforms may lower it.
-    With `rows_as_tuples` the budget counts values instead (a tuple row's length)."""
+    """Uncompressed JSON bytes that always end a batch (memory); platforms may lower it.
+    With `rows_as_tuples` the limit counts values instead (a tuple row's length)."""
     rows_as_tuples = False
     """Rows as tuples of converted values (file sinks) instead of JSON text (batch calls)."""
 
@@ -88,7 +102,10 @@ class RowSink(BatchSink, abc.ABC):
                              "validating with fastjsonschema", self.stream_name)
         self.check = self._fallback_check()
         self.key_names = tuple(self.key_properties)
-        self.batch_limit = self.max_size
+        # With a byte budget, `batch_size_rows` is only an optional cap.
+        budgeted = self.parts.budget is not None and self.batch_size_rows is None
+        self.batch_limit = sys.maxsize if budgeted else self.max_size
+        self.byte_limit = self.max_batch_bytes
         self.rows: list[Any] = []
         self.first_record = 0
         self.lean_records = 0
@@ -130,7 +147,7 @@ class RowSink(BatchSink, abc.ABC):
         """
         try:
             if self.check is not None:
-                self.check(record)
+                self.check(raw_to_decimal(record))  # fastjsonschema knows Decimal, not Raw
             row = self.encode_row(record)
         except fastjsonschema.JsonSchemaValueException as exc:
             raise InvalidRecord(f"stream '{self.stream_name}': {describe(exc)}", {}) from None
@@ -149,12 +166,19 @@ class RowSink(BatchSink, abc.ABC):
         self._batch_records_read += 1
         self.lean_records += 1
         return (self._batch_records_read >= self.batch_limit
-                or self.buffered_bytes >= self.max_batch_bytes)
+                or (self.buffered_bytes >= self.byte_limit and self._over_byte_limit()))
+
+    def _over_byte_limit(self) -> bool:
+        """Whether the buffer's bytes end the batch (`CoreSink` looks at its budget again)."""
+        return self.buffered_bytes >= self.byte_limit
 
     def process_record(self, record: dict, context: dict | None) -> None:
-        """The SDK's path (stream maps, flattening): validated already, encode and buffer."""
+        """The SDK's path (stream maps, flattening): validated already, encode and buffer.
+
+        The target handed the SDK Decimals (its own convention); they become exact number
+        text again here, as do floats a map computed (positional, never `1e-06`)."""
         try:
-            row = self.encode_row(record)
+            row = self.encode_row(decimal_to_raw(record))
         except (RowError, RecordProblem) as exc:
             raise InvalidRecord(f"stream '{self.stream_name}': {exc}", {}) from None
         if not self.rows:
@@ -165,11 +189,14 @@ class RowSink(BatchSink, abc.ABC):
     def _open_buffer(self) -> None:
         self.first_record = self.parts.checkpoint.seen
         self.parts.checkpoint.open(self, self.first_record)
+        budget = self.parts.budget
+        self.byte_limit = (self.max_batch_bytes if budget is None
+                           else min(self.max_batch_bytes, budget.encoded_limit()))
 
     @property
     def is_full(self) -> bool:
         return (self._batch_records_read >= self.batch_limit
-                or self.buffered_bytes >= self.max_batch_bytes)
+                or (self.buffered_bytes >= self.byte_limit and self._over_byte_limit()))
 
     def take_buffer(self) -> tuple[list[Any], object]:
         """The buffered rows, and the checkpoint key their records are now open under
@@ -197,25 +224,55 @@ class CoreSink(RowSink):
         It runs while the previous batch is still being sent."""
         return rows
 
+    send_needs_rows = True
+    """False when what `prepare_batch` returns is all `send_batch` needs: the rows are then
+    let go as soon as the batch is packed (`send_batch` gets None), so a batch waiting for
+    the rate limit holds its compressed form only (a few MB, not tens)."""
+
     @abc.abstractmethod
-    def send_batch(self, rows: list[bytes], prepared: Any) -> None:
+    def send_batch(self, rows: list[bytes] | None, prepared: Any) -> None:
         """Deliver rows (each the JSON text of one row) to the platform; sender thread.
 
-        `prepared` is what `prepare_batch` returned for these rows."""
+        `prepared` is what `prepare_batch` returned for these rows; `rows` is None when
+        the sink set `send_needs_rows = False`."""
+
+    def _over_byte_limit(self) -> bool:
+        """The byte limit is set when a buffer opens; the budget may have learnt since (the
+        packer measures each batch): look again before ending the batch."""
+        budget = self.parts.budget
+        if budget is not None:
+            if not budget.measurements:  # the first batch of the run: measure a sample
+                sample, size = [], 0
+                for row in self.rows:
+                    sample.append(row)
+                    size += len(row)
+                    if size >= _SAMPLE_BYTES:
+                        break
+                self.prepare_batch(sample)  # reports its size to the budget
+            self.byte_limit = min(self.max_batch_bytes, budget.encoded_limit())
+        return self.buffered_bytes >= self.byte_limit
 
     def process_batch(self, context: dict) -> None:
         rows, token = self.take_buffer()
         if not rows:
             return
         number = self.batches_sent = self.batches_sent + 1
-        self.parts.uploader.submit(
-            token, lambda: self.prepare_batch(rows), lambda ready: self._send(rows, ready, number)
-        )
+        count = len(rows)
+        held: list[list[bytes] | None] = [rows]  # the only reference the jobs keep
+        del rows
 
-    def _send(self, rows: list[bytes], prepared: Any, number: int) -> None:
+        def prepare() -> Any:
+            ready = self.prepare_batch(held[0])  # type: ignore[arg-type]
+            if not self.send_needs_rows:
+                held[0] = None
+            return ready
+
+        self.parts.uploader.submit(
+            token, prepare, lambda ready: self._send(held[0], count, ready, number))
+
+    def _send(self, rows: list[bytes] | None, count: int, prepared: Any, number: int) -> None:
         started = time.monotonic()
         self.send_batch(rows, prepared)
-        self.rows_sent += len(rows)
-        self.logger.info("Stream '%s': batch %d (%d rows) acknowledged in %.1f s; %d rows loaded",
-                         self.stream_name, number, len(rows), time.monotonic() - started,
-                         self.rows_sent)
+        self.rows_sent += count
+        if self.parts.acknowledged is not None:
+            self.parts.acknowledged(self.stream_name, number, count, time.monotonic() - started)

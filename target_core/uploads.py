@@ -6,7 +6,9 @@ the GIL) while a *sender* thread waits on the platform's answer to the previous 
 Batches are sent one at a time, in the order they were handed over (platforms want fills
 of one dataset in order, and the first fill of a replace run must land first). Each queue
 is bounded: when the platform is slower than the tap, the reader waits instead of
-buffering the stream in memory (at most `depth` + 2 batches exist at once).
+buffering the stream in memory (at most `depth` + 2 batches exist at once, besides the
+one the reader fills). One waiting batch is enough to keep both stages busy; with batches
+sized by a request budget (tens of MB of rows each), each one more would cost ~20 MB.
 
 A job that fails for good stops both stages; later batches are dropped unsent and the error
 is raised on the main thread at its next hand-over or wait, so the run ends non-zero and no
@@ -36,16 +38,19 @@ class _Aborted(Exception):
 class Uploader:
     """Runs (prepare, send) jobs in order; each sent job is acknowledged to the checkpoint."""
 
-    def __init__(self, checkpoint: Checkpoint, depth: int = 2) -> None:
+    def __init__(self, checkpoint: Checkpoint, depth: int = 1) -> None:
         self._checkpoint = checkpoint
         self._to_pack: queue.Queue[tuple[Token, Prepare, Send] | None] = queue.Queue(depth)
         self._to_send: queue.Queue[tuple[Token, Send, Any] | None] = queue.Queue(1)
         self._error: BaseException | None = None
+        self._cancelled = False
         self._threads: list[threading.Thread] = []
 
     def submit(self, token: Token, prepare: Prepare, send: Send) -> None:
         """Queue a job; blocks while the pipeline is full. Raises an earlier failure."""
         self.raise_failure()
+        if self._cancelled:
+            return
         if not self._threads:
             self._threads = [threading.Thread(target=run, name=name, daemon=True)
                              for name, run in (("packer", self._pack), ("sender", self._send))]
@@ -57,6 +62,8 @@ class Uploader:
                 return
             except queue.Full:
                 self.raise_failure()
+                if self._cancelled:
+                    return
 
     def wait(self) -> None:
         """Block until every queued job is sent; raise the failure if one failed."""
@@ -64,6 +71,11 @@ class Uploader:
             self._to_pack.join()  # everything packed is in the send queue by then
             self._to_send.join()
         self.raise_failure()
+
+    def cancel(self) -> None:
+        """Send nothing more: queued jobs are dropped, new ones ignored (a signal cut the
+        run and nothing sent now could be checkpointed). A call in flight is not cut."""
+        self._cancelled = True
 
     def close(self) -> None:
         if self._threads:
@@ -96,7 +108,7 @@ class Uploader:
         while (job := self._to_pack.get()) is not None:
             token, prepare, send = job
             try:
-                if self._error is None:  # after a failure, later batches are dropped unsent
+                if self._error is None and not self._cancelled:  # else dropped unsent
                     self._to_send.put((token, send, prepare()))
             except BaseException as exc:
                 self._error = exc
@@ -109,7 +121,7 @@ class Uploader:
         while (job := self._to_send.get()) is not None:
             token, send, prepared = job
             try:
-                if self._error is None:
+                if self._error is None and not self._cancelled:
                     send(prepared)
                     if token is not None:
                         self._checkpoint.close(token)

@@ -10,11 +10,13 @@ integer`) carry the field path and the rule, never the offending value.
 
 from __future__ import annotations
 
+import decimal
 import functools
 from collections.abc import Callable
 from typing import Any
 
 import fastjsonschema
+import msgspec
 import orjson
 from singer_sdk.exceptions import InvalidJSONSchema, InvalidRecord
 from singer_sdk.sinks.core import BaseJSONSchemaValidator
@@ -57,11 +59,15 @@ class RecordValidator(BaseJSONSchemaValidator):
 # isinstance per property. Records decoded from JSON hold exact types only, so a check
 # written for one schema (`type(v) in {int}`) is exact and several times cheaper; a value
 # of another type goes to `_type_ok`, which applies jsonschema's rules (bool is not a
-# number, 1.0 is an integer). Schemas using keywords these checks do not cover fall back
-# to fastjsonschema; tests/test_validation.py compares both on mutated records.
+# number, 1.0 is an integer). A number with a fraction arrives as `msgspec.Raw` (its exact
+# text, see conversions.exact_number): the reader made it only from a JSON number, so its
+# type alone proves "number"; bounds compare it as a Decimal. Schemas using keywords these
+# checks do not cover fall back to fastjsonschema; tests/test_validation.py compares both on
+# mutated records.
 
+_Raw = msgspec.Raw
 _PY_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
+    "string": (str,), "integer": (int,), "number": (int, float, _Raw), "boolean": (bool,),
     "null": (type(None),), "object": (dict,), "array": (list,),
 }
 _NOT_CHECKED = {  # annotations and keywords that never reject a value (formats are off)
@@ -94,9 +100,18 @@ def _type_ok(value: Any, types: tuple[str, ...]) -> bool:
             continue
         if name == "integer" and isinstance(value, float) and value.is_integer():
             return True
+        if name == "integer" and type(value) is _Raw:
+            exact = _number(value)
+            if exact == exact.to_integral_value():
+                return True
         if isinstance(value, _PY_TYPES[name]):
             return True
     return False
+
+
+def _number(value: Any) -> Any:
+    """A value for a bounds comparison: Raw number text as an exact Decimal."""
+    return decimal.Decimal(bytes(value).decode()) if type(value) is _Raw else value
 
 
 def _fail(path: str, problem: str) -> None:
@@ -111,7 +126,8 @@ class CheckWriter:
     """Writes Python source that checks values against (a supported subset of) a schema."""
 
     def __init__(self) -> None:
-        self.constants: dict[str, Any] = {"_type_ok": _type_ok, "_fail": _fail, "_M": object()}
+        self.constants: dict[str, Any] = {"_type_ok": _type_ok, "_fail": _fail, "_M": object(),
+                                          "_num": _number, "_Raw": _Raw}
         self._n = 0
 
     def name(self, prefix: str) -> str:
@@ -141,6 +157,15 @@ class CheckWriter:
         if declared is None:
             return None
         return (declared,) if isinstance(declared, str) else tuple(declared)
+
+    def allows_null(self, node: Any) -> bool:
+        """Whether the node's type check lets None through (then a missing key and a null
+        may share one path)."""
+        try:
+            types = self.types_of(node) if isinstance(node, dict) else None
+        except Unsupported:
+            return False
+        return types is not None and "null" in types
 
     def check(self, node: Any, var: str, path: str, indent: int) -> list[str]:
         """Lines checking `var` (present) against `node`."""
@@ -186,20 +211,22 @@ class CheckWriter:
     def bounds(self, node: dict, var: str, path: str, pad: str) -> list[str]:
         """maxLength / minLength on strings; minimum / maximum (exclusive too) on numbers."""
         lines = []
-        number = f"type({var}) in (int, float)"
+        number = f"type({var}) in (int, float, _Raw)"
         for keyword, test, applies in (
             ("maxLength", "len({v}) > {k}", f"type({var}) is str"),
             ("minLength", "len({v}) < {k}", f"type({var}) is str"),
-            ("maximum", "{v} > {k}", number),
-            ("minimum", "{v} < {k}", number),
-            ("exclusiveMaximum", "{v} >= {k}", number),
-            ("exclusiveMinimum", "{v} <= {k}", number),
+            ("maximum", "_exact({v}) > {k}", number),
+            ("minimum", "_exact({v}) < {k}", number),
+            ("exclusiveMaximum", "_exact({v}) >= {k}", number),
+            ("exclusiveMinimum", "_exact({v}) <= {k}", number),
         ):
             if keyword in node:
                 limit = node[keyword]
                 if isinstance(limit, bool) or not isinstance(limit, (int, float)):
                     raise Unsupported(f"{keyword} that is not a number")
-                condition = test.format(v=var, k=self.constant(limit))
+                exact = f"({var} if type({var}) is not _Raw else _num({var}))"
+                condition = test.replace("_exact({v})", exact).format(
+                    v=var, k=self.constant(limit))
                 if keyword.endswith("Length"):  # jsonschema counts code points, as len() does
                     problem = f"is {'longer' if keyword[1] == 'a' else 'shorter'} than {limit}"
                 else:

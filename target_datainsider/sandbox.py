@@ -130,11 +130,11 @@ def _compile_format(pattern: str) -> re.Pattern[str] | None:
 def _zone(column: dict[str, Any]) -> dt.tzinfo:
     name = column.get("timezone")
     if not name:
-        return dt.timezone.utc
+        return dt.UTC
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        return dt.timezone.utc
+        return dt.UTC
 
 
 def _with_pattern(pattern: str, text: str, zone: dt.tzinfo) -> dt.datetime | None:
@@ -156,7 +156,7 @@ def _with_pattern(pattern: str, text: str, zone: dt.tzinfo) -> dt.datetime | Non
             moment = moment.replace(tzinfo=dt.timezone(dt.timedelta(minutes=minutes)))
     except (ValueError, OverflowError):
         return None
-    return moment.astimezone(dt.timezone.utc)
+    return moment.astimezone(dt.UTC)
 
 
 def parse_moment(column: dict[str, Any], value: Any) -> dt.datetime:
@@ -164,10 +164,10 @@ def parse_moment(column: dict[str, Any], value: Any) -> dt.datetime:
     epoch ms; a string is read with the first of `input_formats` that parses it or, only when
     there are none, with `yyyy-MM-dd HH:mm:ss` (`DateTimeColumnParser`)."""
     if type(value) is int:
-        return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=value)
+        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=value)
     if type(value) is not str:
         raise Invalid("not a date")
-    zone = dt.timezone.utc if column["class_name"] == "date" else _zone(column)
+    zone = dt.UTC if column["class_name"] == "date" else _zone(column)
     for pattern in column.get("input_formats") or [DEFAULT_DATE_FORMAT]:
         moment = _with_pattern(pattern, value, zone)
         if moment is not None:
@@ -200,7 +200,7 @@ def csv_value(column: dict[str, Any], cell: str | None) -> Any:
         digits = sum(char.isdigit() for char in text)
         if not formats or (kind != "date" and (len(text) > 30 or digits < 5)):
             return None
-        moment = _with_pattern(formats[0], text, dt.timezone.utc)
+        moment = _with_pattern(formats[0], text, dt.UTC)
         return None if moment is None else _date_text(kind, moment)
     return text
 

@@ -136,6 +136,7 @@ class TargetDataInsider(CoreTarget):
     def sink_parts(self, stream: str) -> DataInsiderParts:
         return DataInsiderParts(
             self.checkpoint, self.uploader, client=self.client, tables=self.tables,
+            acknowledged=self.acknowledged,
             keys_as_primary_keys=self.config["key_properties_as"] == "primary_keys",
             line_number=lambda: self.message_reader.line_number,
         )

@@ -98,7 +98,7 @@ class EmulatorSettings:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 # uploads ------------------------------------------------------------------------------------

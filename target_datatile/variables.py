@@ -161,7 +161,7 @@ def is_string_column(column: Column) -> bool:
 
 # values ------------------------------------------------------------------------------------
 Converter = Callable[[Any], Any]
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 _LAST_INSTANT = "9999-12-31T23:59:59.999000"
 
 

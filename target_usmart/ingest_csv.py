@@ -47,7 +47,7 @@ CONTENT_TYPE = "text/csv"
 FIRST_ROW_SAMPLE = 1000
 """Rows among which the most complete one is written first (uSmart infers types from it)."""
 
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 _LINE_END = "\r\n"  # RFC 4180; with "\r" in the terminator, csv also quotes a lone "\r"
 
 # An unquoted cell that uSmart (or any type-inferring reader) could take for something other

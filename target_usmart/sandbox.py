@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
@@ -290,7 +290,7 @@ class UrlSigner:
             return s3_error(403, "SignatureDoesNotMatch", "The request signature we calculated "
                             "does not match the signature you provided. Check your key and "
                             "signing method.", SignatureProvided=query["X-Amz-Signature"])
-        issued = datetime.strptime(query["X-Amz-Date"], _AMZ_DATE).replace(tzinfo=timezone.utc)
+        issued = datetime.strptime(query["X-Amz-Date"], _AMZ_DATE).replace(tzinfo=UTC)
         if now >= issued.timestamp() + int(query["X-Amz-Expires"]):
             return s3_error(403, "AccessDenied", "Request has expired",
                             Expires=query["X-Amz-Expires"])
@@ -301,7 +301,7 @@ class UrlSigner:
 
 
 def _now_text() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _fresh_state() -> dict[str, Any]:

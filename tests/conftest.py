@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import selectors
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +20,17 @@ import pytest
 import requests
 
 from target_core.sandbox import SandboxServer
+from target_core.sandbox.store import Store
 from target_datainsider.sandbox import SANDBOX_API_KEY
 from target_graphitenote.sandbox import SANDBOX_DATASET_CODE, SANDBOX_TOKEN, SANDBOX_USER_CODE
 
 TARGET_CMD = [sys.executable, "-m", "target_graphitenote"]
 DI_CMD = [sys.executable, "-m", "target_datainsider"]
 DI_DATABASE = "shop"
+
+
+class NumberText(str):
+    """A JSON number with a fraction or exponent, as the text it was written with."""
 
 
 class Sandbox:
@@ -33,7 +40,10 @@ class Sandbox:
         self.server = server
         self.url = server.url
         self.gn_url = server.api_url("graphitenote")
-        self.di_url = server.api_url("datainsider")
+
+    @property
+    def di_url(self) -> str:
+        return self.server.api_url("datainsider")
 
     def _control(self, method: str, route: str, body: Any = None) -> Any:
         response = requests.request(method, f"{self.url}/_sandbox/{route}", json=body, timeout=10)
@@ -58,6 +68,16 @@ class Sandbox:
 
     def di_rows(self, table: str, database: str = DI_DATABASE) -> list[dict]:
         return self.di_tables(database).get(table, {}).get("rows", [])
+
+    def exact_rows(self, code: str = SANDBOX_DATASET_CODE) -> list[dict]:
+        """Rows as stored (the JSON text the target sent): each number with a fraction or an
+        exponent comes back as `NumberText`, the digits exactly as they were sent."""
+        path = Store(self.server.data_dir / "graphitenote").rows_path(code)
+        rows: list[dict] = []
+        for line in path.read_bytes().splitlines():
+            batch = json.loads(line, parse_float=NumberText)
+            rows += [dict(zip(batch["columns"], row, strict=True)) for row in batch["rows"]]
+        return rows
 
     def fault(self, **rule: Any) -> None:
         self._control("POST", "faults", rule)
@@ -91,7 +111,7 @@ def echo_server(tmp_path: Path) -> Iterator[SandboxServer]:
 
 
 @pytest.fixture
-def gn_config(sandbox: Sandbox) -> dict[str, Any]:
+def gn_config(sandbox: Sandbox, tmp_path: Path) -> dict[str, Any]:
     """A working config for the sandbox (no client-side rate limit, fast tests)."""
     return {
         "api_token": SANDBOX_TOKEN,
@@ -99,6 +119,7 @@ def gn_config(sandbox: Sandbox) -> dict[str, Any]:
         "api_url": sandbox.gn_url,
         "dataset_code": SANDBOX_DATASET_CODE,
         "rate_limit_per_minute": 0,
+        "created_datasets_file": str(tmp_path / "created-datasets.json"),
     }
 
 
@@ -249,6 +270,57 @@ def spawn_target(
 
         threading.Thread(target=feed, daemon=True).start()
     return proc
+
+
+class LineWatcher:
+    """Reads a process's pipe on a thread, so a test can wait for a line with a deadline.
+
+    This is how a test waits for a sign from a process (a log line, a STATE line) instead of
+    sleeping: on a loaded 2-core machine the target may take seconds to start."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe: Any) -> None:
+        for raw in pipe:
+            self._queue.put(raw.decode(errors="replace") if isinstance(raw, bytes) else raw)
+        self._queue.put(None)
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        """The first line (from now on) containing `text`; fails the test at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no line with {text!r} within {timeout} s:\n"
+                            + "".join(self.lines[-30:]))
+            if line is None:
+                pytest.fail(f"the pipe closed before a line with {text!r}:\n"
+                            + "".join(self.lines[-30:]))
+            self.lines.append(line)
+            if text in line:
+                return line
+
+    def rest(self, timeout: float = 60) -> list[str]:
+        """Every line until the pipe closes."""
+        self._thread.join(timeout)
+        while (line := self._queue.get_nowait() if not self._queue.empty() else None):
+            self.lines.append(line)
+        return self.lines
+
+
+def wait_until(condition: Any, what: str, timeout: float = 60) -> Any:
+    """Poll `condition()` (e.g. the sandbox's state) until it is truthy, or fail."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+    return result
 
 
 ERROR_PREFIX = "target-graphitenote: error: "

@@ -31,3 +31,10 @@ def test_about_json_marks_the_token_secret() -> None:
     assert settings["api_token"]["secret"] is True
     assert settings["api_url"]["default"] == "https://app.graphite-note.com/api"
     assert settings["load_method"]["enum"] == ["append-only", "overwrite"]
+
+
+def test_about_says_python_3_11_or_newer() -> None:
+    """fromisoformat is used with Python 3.11's rules (Z, any offset): 3.10 is not supported."""
+    versions = json.loads(about("json"))["supported_python_versions"]
+    assert versions[0] == "3.11"
+    assert "3.10" not in versions

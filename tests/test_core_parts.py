@@ -68,7 +68,10 @@ def test_bad_datetimes_are_refused(value: object) -> None:
 
 def test_other_conversions() -> None:
     assert conversions.date_text("2024-02-29") == "2024-02-29"
-    assert conversions.date_text("2024-02-29T23:00:00-02:00") == "2024-03-01"
+    # a date given as a date-time is its local calendar date, never shifted to UTC (issue 13)
+    assert conversions.date_text("2024-02-29T23:00:00-02:00") == "2024-02-29"
+    assert conversions.date_text("2024-03-01T00:00:00+02:00") == "2024-03-01"
+    assert conversions.utc_datetime_text("0999-06-01T12:00:00Z") == "0999-06-01 12:00:00"
     assert conversions.boolean_text(True) == "true"
     assert conversions.text(12.5) == "12.5"
     assert conversions.text({"a": [1, None]}) == '{"a":[1,null]}'
@@ -89,9 +92,23 @@ def test_rate_limiter_keeps_a_sliding_window() -> None:
     for _ in range(3):
         assert limiter.acquire() == 0.0
     now[0] = 10.0
-    assert limiter.acquire() == 50.0  # the 4th call waits until the 1st leaves the window
-    assert slept == [50.0]
+    # the 4th call waits until the 1st leaves the window, plus the 1 s margin
+    assert limiter.acquire() == 51.0
+    assert slept == [51.0]
+    assert limiter.waited_total == 51.0
     assert RateLimiter(0).acquire() == 0.0  # 0: no limit
+
+
+def test_rate_limiter_counts_a_call_from_its_answer() -> None:
+    """A slow upload reaches the server late: its slot counts from when the answer came,
+    so the next window never opens before the server's does (no 429 from our pacing)."""
+    now = [0.0]
+    limiter = RateLimiter(1, period=60, clock=lambda: now[0], sleep=lambda s: now.__setitem__(
+        0, now[0] + s), margin=0.5)
+    limiter.acquire()
+    now[0] = 20.0  # the call took 20 s (a big body on a slow link)
+    limiter.release()
+    assert limiter.acquire() == 60.5  # 20 + 60 + 0.5, not 60.5 after the start
 
 
 def test_retry_after_parsing() -> None:

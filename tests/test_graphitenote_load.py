@@ -84,8 +84,9 @@ def test_column_overrides_change_definition_and_values(tmp_path: Path, sandbox: 
     assert run.returncode == 0, run.stderr
     dataset = sandbox.dataset()
     columns = {c["name"]: c for c in dataset["columns"]}
+    # the integer's "#,###" does not fit a text column: the override drops it (issue 13)
     assert columns["id"] == {"name": "id", "alias": "Customer ID", "type": "dimension",
-                             "subtype": "text", "format": "#,###"}
+                             "subtype": "text"}
     assert columns["amount"]["format"] == "#,###.0000"
     assert columns["amount"]["type"] == "dimension"
     assert [row["id"] for row in dataset["rows"]] == ["1", "2"]

@@ -122,7 +122,10 @@ def test_calls_that_are_not_idempotent_are_repeated_only_when_nothing_was_done(
     assert [c["status"] for c in calls(server, "/echo/things/safe", 4)] == [None, None, 502, 200]
 
 
-def test_a_refused_connection_is_repeated_even_for_a_post() -> None:
+def test_a_refused_connection_fails_at_once_before_any_answer_then_is_repeated() -> None:
+    """The first call to a port nobody listens on fails at once, naming host and port (a
+    wrong api_url); once the platform has answered, a refused connection is a passing
+    fault: repeated, even for a POST, since nothing was sent."""
     import socket
 
     with socket.socket() as probe:  # a port nobody listens on
@@ -130,6 +133,10 @@ def test_a_refused_connection_is_repeated_even_for_a_post() -> None:
         port = probe.getsockname()[1]
     session = ApiSession(f"http://127.0.0.1:{port}", platform="Echo", headers={},
                          timeout=2, max_retries=2, backoff_base=0.01, backoff_max=0.02)
+    with pytest.raises(TargetError, match=f"at 127.0.0.1:{port}: connection refused"):
+        session.post("x", b"{}", idempotent=False)
+    assert session.calls == 1
+    session.answered = True  # as after an earlier call that got an answer
     with pytest.raises(TargetError, match="after 3 attempts") as failed:
         session.post("x", b"{}", idempotent=False)
     assert "not repeated" not in str(failed.value)

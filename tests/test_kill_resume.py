@@ -2,7 +2,12 @@
 
 STATE comes every 37 records and batches hold 50, so checkpoints never line up with
 batches; the kill comes right after a STATE line appears (the moment a wrong target would
-have written a STATE ahead of its data), not at a random time.
+have written a STATE ahead of its data), not at a random time. Every test waits for a sign
+from the target or the sandbox (a line, a request seen), never a fixed sleep.
+
+A signal cuts the input: the run exits 128 + the signal number, calls no dataset-complete,
+and under overwrite writes no STATE at all (a resumed replace would truncate the rows it
+loaded). The resumed runs are then checked row by row.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    LineWatcher,
     Loading,
     Sandbox,
     counter_stream,
     lines,
     run_target,
     spawn_target,
+    states_of,
+    wait_until,
 )
 
 TOTAL = 3000
@@ -45,7 +53,7 @@ def test_killed_run_resumes_without_loss(tmp_path: Path, sandbox: Sandbox, loadi
         assert line, "the target wrote no STATE before the stream ended"
     proc.send_signal(stop)
     emitted = [line, *proc.stdout.read().splitlines()]  # what Meltano would have stored
-    proc.wait(timeout=30)
+    assert proc.wait(timeout=30) == (-signal.SIGKILL if stop == signal.SIGKILL else 128 + stop)
     last = bookmark(emitted[-1])
     assert last < TOTAL, "the kill came too late to test anything"
 
@@ -73,40 +81,48 @@ def test_sigterm_while_waiting_on_the_platform_loses_no_batch(
     proc.stdout.readline()  # the first STATE: uploads are under way and the queue is full
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err.decode()
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()
     read = int(re.search(rb"(\d+) records", err).group(1))  # type: ignore[union-attr]
     ids = [r["id"] for r in sandbox.rows()]
     assert ids == list(range(1, read + 1)), "every record the target read has landed"
     assert read < 200, "the signal came too late to test anything"
     last = json.loads(out.splitlines()[-1])["bookmarks"]["items"]["last_id"]
     assert read - 7 < last <= read
-    assert sandbox.dataset()["completes"] == 1
+    assert sandbox.dataset()["completes"] == 0, "a cut load is not completed"
+    assert "Stopped by signal 15: the input was cut short; exit 143" in err.decode()
 
 
 def test_sigterm_while_the_tap_is_quiet_stops_at_once(tmp_path: Path, sandbox: Sandbox,
                                                       gn_config: dict) -> None:
+    gn_config["batch_size_rows"] = 5
     proc = spawn_target(tmp_path, gn_config)
-    assert proc.stdin
+    assert proc.stdin and proc.stdout
     proc.stdin.write(lines(counter_stream(1, 25, state_every=10)))
     proc.stdin.flush()  # and then nothing more, with stdin left open
-    time.sleep(1.0)
+    states = LineWatcher(proc.stdout)
+    states.wait_for('"last_id":25')  # the sign that every line was read and has landed
+    started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0
+    proc.wait(timeout=20)
+    assert time.monotonic() - started < 10
+    assert proc.returncode == 128 + signal.SIGTERM
     assert [r["id"] for r in sandbox.rows()] == list(range(1, 26))
-    assert json.loads(out.splitlines()[-1]) == {"bookmarks": {"items": {"last_id": 25}}}
+    assert json.loads(states.rest()[-1]) == {"bookmarks": {"items": {"last_id": 25}}}
 
 
-def test_sigterm_with_a_failing_upload_exits_non_zero(tmp_path: Path, sandbox: Sandbox,
-                                                      gn_config: dict) -> None:
-    sandbox.fault(path="/graphitenote/api/dataset-fill", status=400, delay=1.0, times=100)
+def test_sigterm_after_a_failed_upload_exits_1_with_its_line(
+        tmp_path: Path, sandbox: Sandbox, gn_config: dict) -> None:
+    sandbox.fault(path="/graphitenote/api/dataset-fill", status=400, times=100)
     gn_config["batch_size_rows"] = 10
-    proc = spawn_target(tmp_path, gn_config, lines(counter_stream(1, 30, state_every=7)),
-                        stderr=subprocess.PIPE)
-    time.sleep(0.5)
+    proc = spawn_target(tmp_path, gn_config, stderr=subprocess.PIPE)
+    assert proc.stdin
+    proc.stdin.write(lines(counter_stream(1, 30, state_every=7)))
+    proc.stdin.flush()  # stdin stays open: the target cannot end by itself
+    wait_until(lambda: any(r["status"] == 400 for r in sandbox.requests()),
+               "the sandbox to refuse the first fill")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 1
+    assert proc.returncode == 1, "an upload error that came first wins over the signal"
     assert out == b""
     assert err.decode().strip().splitlines()[-1].startswith(
         "target-graphitenote: error: Graphite Note rejected dataset-fill as malformed (HTTP 400)")
@@ -120,3 +136,105 @@ def test_overwrite_writes_state_only_at_the_end(tmp_path: Path, sandbox: Sandbox
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == ['{"bookmarks":{"items":{"last_id":35}}}']
     assert sandbox.dataset()["fills"] == 4
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_overwrite_stopped_by_a_signal_then_resumed_loses_nothing(
+        tmp_path: Path, sandbox: Sandbox, gn_config: dict, stop: signal.Signals) -> None:
+    """The issue's reproduction: overwrite, batches of 10, a slow stream of 300 records, a
+    signal after the first fill. No STATE and no dataset-complete; the resumed run (from the
+    STATE Meltano had before: none) replaces the dataset with every record exactly once."""
+    sandbox.fault(path="/graphitenote/api/dataset-fill", delay=0.3, times=1000)
+    gn_config.update(load_method="overwrite", batch_size_rows=10)
+    stream = lines(counter_stream(1, 300, state_every=7))
+    proc = spawn_target(tmp_path, gn_config, stream, stderr=subprocess.PIPE)
+    wait_until(lambda: sandbox.dataset()["fills"] >= 1, "the first fill")
+    proc.send_signal(stop)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + stop, err.decode()
+    assert out == b"", "no STATE from a replace cut short"
+    assert sandbox.dataset()["completes"] == 0
+    assert len(sandbox.rows()) < 300, "the signal came too late to test anything"
+
+    resumed = run_target(tmp_path, gn_config, stream)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [r["id"] for r in sandbox.rows()] == list(range(1, 301))
+    assert [r["label"] for r in sandbox.rows()] == [f"item {i}" for i in range(1, 301)]
+    assert resumed.stdout.splitlines() == ['{"bookmarks":{"items":{"last_id":300}}}']
+    assert sandbox.dataset()["completes"] == 1
+
+
+def test_append_stopped_by_sigint_then_resumed_loses_nothing(
+        tmp_path: Path, sandbox: Sandbox, gn_config: dict) -> None:
+    sandbox.fault(path="/graphitenote/api/dataset-fill", delay=0.2, times=1000)
+    gn_config["batch_size_rows"] = 10
+    proc = spawn_target(tmp_path, gn_config, lines(counter_stream(1, 300, state_every=7)),
+                        stderr=subprocess.PIPE)
+    assert proc.stdout
+    first = proc.stdout.readline()  # a STATE: a fill was acknowledged
+    assert first
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT, err.decode()
+    last = bookmark((out.splitlines() or [first])[-1])
+    assert last < 300, "the signal came too late to test anything"
+    landed = [r["id"] for r in sandbox.rows()]
+    assert set(range(1, last + 1)) <= set(landed), "a STATE was written ahead of its data"
+    assert sandbox.dataset()["completes"] == 0
+
+    resumed = run_target(tmp_path, gn_config, lines(counter_stream(last + 1, 300,
+                                                                   state_every=7)))
+    assert resumed.returncode == 0, resumed.stderr
+    ids = [r["id"] for r in sandbox.rows()]
+    assert set(ids) == set(range(1, 301))
+    assert all(i > last for i, n in Counter(ids).items() if n > 1)
+
+
+def test_a_second_signal_stops_at_once_with_no_state_past_the_data(
+        tmp_path: Path, sandbox: Sandbox, gn_config: dict) -> None:
+    """Draining under a rate limit takes minutes; a second Ctrl-C must not."""
+    gn_config.update(batch_size_rows=10, rate_limit_per_minute=2)
+    proc = spawn_target(tmp_path, gn_config, lines(counter_stream(1, 300, state_every=7)),
+                        stderr=subprocess.PIPE)
+    assert proc.stdout and proc.stderr
+    log = LineWatcher(proc.stderr)
+    log.wait_for("Rate limit of 2 calls per 60 s reached")  # two fills went, the rest wait
+    proc.send_signal(signal.SIGINT)
+    log.wait_for("Signal 2: stopping after the current message")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=20)
+    assert time.monotonic() - started < 10
+    assert proc.returncode == 128 + signal.SIGINT
+    out = proc.stdout.read().splitlines()
+    landed = {r["id"] for r in sandbox.rows()}
+    assert len(landed) == 20
+    if out:
+        assert set(range(1, bookmark(out[-1]) + 1)) <= landed
+    assert any("Signal 2 again: stopping at once" in line for line in log.rest())
+    assert sandbox.dataset()["completes"] == 0
+
+
+def test_a_fill_applied_but_unanswered_is_duplicated_once_and_counted(
+        tmp_path: Path, sandbox: Sandbox, gn_config: dict) -> None:
+    """At-least-once, measured: the platform stores the 2nd fill, the connection drops before
+    its answer, the target retries it. Exactly that batch lands twice; nothing else does,
+    nothing is lost, and no STATE runs ahead of the data."""
+    fill = "/graphitenote/api/dataset-fill"
+    sandbox.fault(path=fill, delay=0.001)           # the 1st fill: untouched
+    sandbox.fault(path=fill, drop_after=True)       # the 2nd: applied, answer lost
+    gn_config["batch_size_rows"] = 10
+    run = run_target(tmp_path, gn_config, lines(counter_stream(1, 45, state_every=7)))
+    assert run.returncode == 0, run.stderr
+    ids = [r["id"] for r in sandbox.rows()]
+    counts = Counter(ids)
+    duplicates = sorted(i for i, n in counts.items() if n > 1)
+    assert duplicates == list(range(11, 21)), "exactly the unanswered batch, once more"
+    assert all(n <= 2 for n in counts.values())
+    assert set(ids) == set(range(1, 46))
+    assert len(ids) - len(set(ids)) == 10  # bounded by one batch per lost answer
+    log = sandbox.requests()
+    assert [(r["status"], r["fault"]) for r in log if r["path"] == fill][:3] == [
+        (200, "delay=0.001"), (200, "applied+drop"), (200, None)]
+    assert "ConnectionError" in run.stderr  # the retry is logged
+    assert states_of(run.stdout)[-1] == {"bookmarks": {"items": {"last_id": 45}}}

@@ -81,7 +81,7 @@ def _meltano(project: Path, env: dict[str, str], *args: str, timeout: float = 12
 
 def _shown(data_dir: Path) -> dict[str, Any]:
     shown = subprocess.run(
-        [*sandbox_cmd(), "show", "--data-dir", str(data_dir)],
+        [*sandbox_cmd(), "show", "--data-dir", str(data_dir), "--max-rows", "100000"],
         capture_output=True,
         text=True,
         check=True,
@@ -96,7 +96,7 @@ def _dataset(data_dir: Path) -> dict[str, Any]:
 
 def _utc_text(value: str) -> str:
     moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def test_meltano_run_lands_every_customer(project: Path, sandbox_url: str, tmp_path: Path) -> None:

@@ -443,7 +443,7 @@ def _run_and_kill_after_first_state(project: Path, loader: Loader) -> str:
 
 
 def _utc(value: str) -> str:
-    return dt.datetime.fromisoformat(value).astimezone(dt.timezone.utc).strftime(
+    return dt.datetime.fromisoformat(value).astimezone(dt.UTC).strftime(
         "%Y-%m-%d %H:%M:%S")
 
 

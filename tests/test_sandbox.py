@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from target_core.sandbox import SandboxServer
+from target_core.sandbox.faults import FaultRule
 from target_graphitenote.sandbox import (
     SANDBOX_DATASET_CODE,
     SANDBOX_TOKEN,
@@ -326,6 +327,30 @@ def test_fault_drop_closes_without_answer_and_applies_nothing(api: Api) -> None:
     assert api.fill(ROWS).status_code == 200
 
 
+def test_fault_drop_after_applies_then_closes_without_answer(api: Api) -> None:
+    """The answer lost on the way back: the client sees a dropped connection, yet the fill
+    is stored (what makes delivery at-least-once)."""
+    api.control("POST", "faults", {"path": "/graphitenote/api/dataset-fill",
+                                   "drop_after": True})
+    with pytest.raises(requests.ConnectionError):
+        requests.post(
+            f"{api.base}/dataset-fill",
+            json={
+                "user-code": SANDBOX_USER_CODE,
+                "dataset-code": SANDBOX_DATASET_CODE,
+                "columns": COLUMNS,
+                "insert-data": json.dumps(ROWS),
+            },
+            headers=AUTH,
+            timeout=10,
+        )
+    assert api.dataset()["row_count"] == 3
+    entry = api.control("GET", "requests")[-1]
+    assert (entry["status"], entry["fault"]) == (200, "applied+drop")
+    with pytest.raises(ValueError, match="drop_after"):
+        FaultRule.from_json({"drop_after": True, "status": 500})
+
+
 def test_fault_delay_then_normal_answer(api: Api) -> None:
     api.control("POST", "faults", {"delay": 0.4})  # no path: any API path
     started = time.monotonic()
@@ -466,3 +491,52 @@ def test_cli_serve_with_fault_then_show_and_reset(tmp_path: Path) -> None:
         check=True,
     )
     assert json.loads(shown.stdout)["graphitenote"]["datasets"][SANDBOX_DATASET_CODE]["rows"] == []
+
+
+def _show(data_dir: Path, *args: str) -> dict:
+    shown = subprocess.run([_script("target-sandbox"), "show", "--data-dir", str(data_dir),
+                            *args], capture_output=True, text=True, check=True)
+    return json.loads(shown.stdout)["graphitenote"]["datasets"]
+
+
+def test_cli_show_prints_20_rows_per_dataset_unless_told_and_filters(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with SandboxServer(data_dir) as server:
+        api = Api(server)
+        for _ in range(10):
+            assert api.fill(ROWS).status_code == 200  # 30 rows
+        created = requests.post(f"{api.base}/dataset-create", headers=AUTH, timeout=10, json={
+            "user-code": SANDBOX_USER_CODE, "name": "other", "columns": COLUMNS}).json()
+        other = created["data"]["dataset-code"]
+    datasets = _show(data_dir)
+    assert datasets[SANDBOX_DATASET_CODE]["row_count"] == 30
+    assert len(datasets[SANDBOX_DATASET_CODE]["rows"]) == 20
+    assert len(_show(data_dir, "--max-rows", "25")[SANDBOX_DATASET_CODE]["rows"]) == 25
+    assert set(datasets) == {SANDBOX_DATASET_CODE, other}
+    assert set(_show(data_dir, "--dataset", other)) == {other}
+
+
+def test_cli_reset_refuses_while_a_server_runs_on_the_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    reset = [_script("target-sandbox"), "reset", "--data-dir", str(data_dir)]
+    with SandboxServer(data_dir) as server:
+        assert Api(server).fill(ROWS).status_code == 200
+        refused = subprocess.run(reset, capture_output=True, text=True, check=False)
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == (
+            f"target-sandbox: a server is running on {data_dir} ({server.url}): stop it "
+            f"first, or reset it live with POST {server.url}/_sandbox/reset")
+        assert Api(server).dataset()["row_count"] == 3  # nothing was wiped under it
+    done = subprocess.run(reset, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert _show(data_dir)[SANDBOX_DATASET_CODE]["row_count"] == 0
+
+
+def test_cli_reset_ignores_the_file_of_a_killed_server(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "server.json").write_text(json.dumps({"pid": 2**22 + 7,
+                                                      "url": "http://127.0.0.1:9"}))
+    done = subprocess.run([_script("target-sandbox"), "reset", "--data-dir", str(data_dir)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr

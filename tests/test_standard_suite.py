@@ -35,6 +35,8 @@ CONFIG: dict[str, Any] = {
     "user_code": SANDBOX_USER_CODE,
     "api_url": _SERVER.api_url("graphitenote"),
     "create_missing_datasets": True,
+    "created_datasets_file": str(Path(tempfile.mkdtemp(prefix="gn-suite-created-"))
+                                 / "datasets.json"),
     "rate_limit_per_minute": 0,
     "batch_size_rows": 3,  # several fills per stream, and checkpoints between them
 }
@@ -99,7 +101,7 @@ def test_standard_stream_lands_record_by_record(name: str, tmp_path: Path) -> No
 
 def _instant(value: str) -> dt.datetime:
     moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _same_value(got: object, sent: object, class_name: str) -> bool:

@@ -27,7 +27,7 @@ from target_usmart.sandbox import csv_records, decode_cell, infer_type, parse_cs
 T = ColumnType
 KIND = {T.TEXT: "text", T.TIME: "text", T.JSON: "text", T.INTEGER: "number",
         T.NUMBER: "number", T.BOOLEAN: "boolean", T.DATE: "date", T.DATETIME: "datetime"}
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 # -- strategies ------------------------------------------------------------------------------
 

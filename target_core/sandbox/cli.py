@@ -2,11 +2,13 @@
 
     target-sandbox serve --data-dir .sandbox [--port 0] [--rate-limit-per-minute 10]
                          [--max-body-bytes N] [--fault '{"path": "...", "status": 503}']
-    target-sandbox show  --data-dir .sandbox [--max-rows 20]
+    target-sandbox show  --data-dir .sandbox [--max-rows 20] [--dataset CODE ...]
     target-sandbox reset --data-dir .sandbox
 
-``show`` and ``reset`` work on the files directly, so they need no running server (stop the
-server before ``reset``, or use ``POST /_sandbox/reset`` on a running one).
+``show`` and ``reset`` work on the files directly, so they need no running server. ``show``
+prints 20 rows per dataset unless told otherwise (``--max-rows``; a big load printed whole
+runs to hundreds of MB). ``reset`` refuses while a server is running on the data dir (it
+would wipe the files under it): stop the server, or use ``POST /_sandbox/reset`` on it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from target_core.sandbox.faults import FaultRule
 from target_core.sandbox.limits import DEFAULT_MAX_BODY_BYTES
 from target_core.sandbox.registry import EmulatorRegistry
 from target_core.sandbox.requestlog import RequestLog
-from target_core.sandbox.server import SandboxServer
+from target_core.sandbox.server import SandboxServer, running_server
 
 
 def _fault(text: str) -> FaultRule:
@@ -69,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="print every emulator's state as JSON")
     show.add_argument("--data-dir", type=Path, required=True)
-    show.add_argument("--max-rows", type=_non_negative, default=None)
+    show.add_argument("--max-rows", type=_non_negative, default=20,
+                      help="rows printed per dataset (default 20)")
+    show.add_argument("--dataset", action="append", default=[], metavar="CODE",
+                      help="only this dataset (repeat for several)")
 
     reset = commands.add_parser("reset", help="wipe every emulator's data and the request log")
     reset.add_argument("--data-dir", type=Path, required=True)
@@ -111,6 +116,11 @@ def _show(args: argparse.Namespace) -> int:
     if not _require_dir(args.data_dir):
         return 1
     snapshot = EmulatorRegistry(args.data_dir).snapshot(args.max_rows)
+    if args.dataset:
+        for state in snapshot.values():
+            datasets = state.get("datasets") if isinstance(state, dict) else None
+            if isinstance(datasets, dict):
+                state["datasets"] = {k: v for k, v in datasets.items() if k in args.dataset}
     sys.stdout.buffer.write(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()
     return 0
@@ -118,6 +128,10 @@ def _show(args: argparse.Namespace) -> int:
 
 def _reset(args: argparse.Namespace) -> int:
     if not _require_dir(args.data_dir):
+        return 1
+    if url := running_server(args.data_dir):
+        print(f"target-sandbox: a server is running on {args.data_dir} ({url}): stop it "
+              f"first, or reset it live with POST {url}/_sandbox/reset", file=sys.stderr)
         return 1
     registry = EmulatorRegistry(args.data_dir)
     registry.reset()

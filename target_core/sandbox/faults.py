@@ -2,7 +2,9 @@
 
 Tests of retry, backoff and "nothing acknowledged is lost" need failures on demand: an error
 status (with or without Retry-After), a connection closed with no answer before the emulator
-saw the request, or a slow answer. Rules are consumed (``times``), first added first used.
+saw the request, a connection closed *after* the emulator applied it (the answer lost on the
+way back: the client cannot tell, retries, and the change is applied twice), or a slow
+answer. Rules are consumed (``times``), first added first used.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-_KNOWN_KEYS = frozenset({"path", "method", "status", "retry_after", "drop", "delay", "times",
-                         "body"})
+_KNOWN_KEYS = frozenset({"path", "method", "status", "retry_after", "drop", "drop_after",
+                         "delay", "times", "body"})
 _PATTERN_CHARS = frozenset("*?[")
 
 
@@ -28,7 +30,9 @@ class FaultRule:
     ``delay`` is applied first (seconds), then ``drop`` (close the socket, no answer) or
     ``status`` (answer that status, with ``Retry-After`` when ``retry_after`` is set, and
     ``body`` instead of the emulator's error body when given: e.g. a 200 that claims fewer
-    rows than were sent). The emulator never sees a request a rule answers.
+    rows than were sent). The emulator never sees a request a rule answers. ``drop_after``
+    is the exception: the emulator handles the request (a fill is stored), then the socket
+    is closed with no answer.
     """
 
     path: str | None = None
@@ -39,6 +43,7 @@ class FaultRule:
     times: int = 1
     body: dict[str, Any] | None = None
     method: str | None = None
+    drop_after: bool = False
 
     @classmethod
     def from_json(cls, data: Any) -> FaultRule:
@@ -60,8 +65,12 @@ class FaultRule:
         retry_after = _number(data, "retry_after")
         delay = _number(data, "delay") or 0.0
         drop = data.get("drop", False)
-        if not isinstance(drop, bool):
-            raise ValueError("fault drop must be true or false")
+        drop_after = data.get("drop_after", False)
+        if not isinstance(drop, bool) or not isinstance(drop_after, bool):
+            raise ValueError("fault drop and drop_after must be true or false")
+        if drop_after and (drop or status is not None):
+            raise ValueError("a drop_after fault applies the request, then drops: no status "
+                             "or drop with it")
         times = data.get("times", 1)
         if not _is_int(times) or times < 1:
             raise ValueError("fault times must be an integer >= 1")
@@ -72,10 +81,10 @@ class FaultRule:
         body = data.get("body")
         if body is not None and (not isinstance(body, dict) or status is None):
             raise ValueError("fault body must be a JSON object, given with a status")
-        if not drop and status is None and delay <= 0:
-            raise ValueError("a fault needs one of status, drop or delay")
+        if not drop and not drop_after and status is None and delay <= 0:
+            raise ValueError("a fault needs one of status, drop, drop_after or delay")
         return cls(path, status, retry_after, drop, delay, times, body,
-                   method.upper() if method else None)
+                   method.upper() if method else None, drop_after)
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method != method.upper():
@@ -96,6 +105,8 @@ class FaultRule:
             parts.append(f"delay={self.delay:g}")
         if self.drop:
             parts.append("drop")
+        if self.drop_after:
+            parts.append("applied+drop")
         if self.status is not None:
             parts.append(f"status={self.status}")
         return "+".join(parts)

@@ -21,14 +21,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import os
 import socket
 import sys
 import tempfile
 import threading
 import time
 import traceback
+import urllib.request
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -120,7 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(self._control_reply(app, path, query))
             return
         entry: dict[str, Any] = {
-            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "emulator": None,
             "method": self.command,
             "path": path,
@@ -215,13 +217,17 @@ class _Handler(BaseHTTPRequestHandler):
             return Reply(429, emulator.error_body(429, message), {"Retry-After": str(wait)})
 
         try:
-            return emulator.handle(request)
+            reply = emulator.handle(request)
         except ApiError as exc:
             return Reply(exc.status, emulator.error_body(exc.status, exc.message), exc.headers)
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
             message = f"sandbox internal error: {type(exc).__name__}"
             return Reply(500, emulator.error_body(500, message))
+        if rule is not None and rule.drop_after:
+            entry["status"] = reply.status  # applied; the answer never leaves
+            raise _Dropped
+        return reply
 
     # socket I/O -----------------------------------------------------------------------------
     def _streams_to_disk(self, max_bytes: int) -> bool:
@@ -371,12 +377,14 @@ class SandboxServer:
             target=self.serve_forever, name="target-sandbox", daemon=True
         )
         self._thread.start()
+        write_server_file(self.data_dir, self.url)
         return self
 
     def stop(self) -> None:
         """Stop accepting and close the listening socket (idle keep-alive threads are daemons)."""
         if self._thread is not None:
             self._httpd.shutdown()
+            remove_server_file(self.data_dir, self.url)
         self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -387,3 +395,36 @@ class SandboxServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+# -- which server serves a data dir (so `target-sandbox reset` can refuse) -------------------
+
+SERVER_FILE = "server.json"
+
+
+def write_server_file(data_dir: Path, url: str) -> None:
+    """Record that this process serves `data_dir` at `url` (removed again by `stop`)."""
+    (data_dir / SERVER_FILE).write_bytes(orjson.dumps({"pid": os.getpid(), "url": url}))
+
+
+def remove_server_file(data_dir: Path, url: str) -> None:
+    path = data_dir / SERVER_FILE
+    with contextlib.suppress(OSError, ValueError):
+        if orjson.loads(path.read_bytes()).get("url") == url:
+            path.unlink()
+
+
+def running_server(data_dir: Path) -> str | None:
+    """The URL of a live server on `data_dir`, or None (a file left by a killed server is
+    stale: its process is gone, or its URL no longer answers)."""
+    try:
+        info = orjson.loads((data_dir / SERVER_FILE).read_bytes())
+        os.kill(int(info["pid"]), 0)
+        url = str(info["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        with urllib.request.urlopen(f"{url}/_sandbox/health", timeout=2) as answer:
+            return url if answer.status == 200 else None
+    except OSError:
+        return None
