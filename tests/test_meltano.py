@@ -75,7 +75,7 @@ def _meltano(project: Path, env: dict[str, str], *args: str, timeout: float = 12
 
 def _dataset(data_dir: Path) -> dict[str, Any]:
     shown = subprocess.run(
-        [*sandbox_cmd(), "show", "--data-dir", str(data_dir)],
+        [*sandbox_cmd(), "show", "--data-dir", str(data_dir), "--max-rows", "100000"],
         capture_output=True,
         text=True,
         check=True,
