@@ -44,33 +44,39 @@ def positional(value: decimal.Decimal) -> str:
     return format(value, "f")
 
 
+def _map_numbers(value: Any, kinds: tuple[type, ...], convert: Any) -> Any:
+    """`value` with every number of one of `kinds` converted, in nested values too."""
+    kind = type(value)
+    if kind in kinds:
+        return convert(value)
+    if kind is dict:
+        return {k: _map_numbers(v, kinds, convert) for k, v in value.items()}
+    if kind is list:
+        return [_map_numbers(v, kinds, convert) for v in value]
+    return value
+
+
+def _raw_decimal(value: msgspec.Raw) -> decimal.Decimal:
+    return decimal.Decimal(bytes(value).decode())
+
+
+def _exact_raw(value: decimal.Decimal | float) -> msgspec.Raw:
+    exact = value if type(value) is decimal.Decimal else decimal.Decimal(repr(value))
+    if not exact.is_finite():
+        raise ValueError("must be a finite number")
+    return Raw(positional(exact))
+
+
 def raw_to_decimal(value: Any) -> Any:
     """Raw numbers -> `Decimal`, in nested values too: what the SDK's own code expects (its
     readers make every non-integer number a Decimal). For the stream-map path only."""
-    kind = type(value)
-    if kind is Raw:
-        return decimal.Decimal(bytes(value).decode())
-    if kind is dict:
-        return {k: raw_to_decimal(v) for k, v in value.items()}
-    if kind is list:
-        return [raw_to_decimal(v) for v in value]
-    return value
+    return _map_numbers(value, (Raw,), _raw_decimal)
 
 
 def decimal_to_raw(value: Any) -> Any:
     """`Decimal` (and float) numbers -> Raw positional text, nested too: the inverse step
     after the SDK's path, so mapped records keep their digits without exponents."""
-    kind = type(value)
-    if kind is decimal.Decimal or kind is float:
-        exact = value if kind is decimal.Decimal else decimal.Decimal(repr(value))
-        if not exact.is_finite():
-            raise ValueError("must be a finite number")
-        return Raw(positional(exact))
-    if kind is dict:
-        return {k: decimal_to_raw(v) for k, v in value.items()}
-    if kind is list:
-        return [decimal_to_raw(v) for v in value]
-    return value
+    return _map_numbers(value, (decimal.Decimal, float), _exact_raw)
 
 
 def _unknown(value: Any) -> Any:

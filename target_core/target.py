@@ -331,10 +331,12 @@ class CoreTarget(Target):
         once with 128 + its number, after silencing the checkpoint so that no STATE line
         can follow (every line already written covers acknowledged rows only).
         """
-        if self.interrupted_by is not None:
+        reader = getattr(self, "message_reader", None)
+        if self.interrupted_by is not None or reader is None:  # again, or before any input
             self.checkpoint.silence()
-            self.logger.error("Signal %d again: stopping at once, without sending buffered "
-                              "rows; no STATE after the last one printed", signum)
+            self.logger.error("Signal %d %s: stopping at once, without sending buffered "
+                              "rows; no STATE after the last one printed", signum,
+                              "again" if self.interrupted_by is not None else "before input")
             logging.shutdown()
             sys.stderr.flush()
             os._exit(128 + signum)
@@ -349,7 +351,6 @@ class CoreTarget(Target):
                                 "are sent and acknowledged, then the STATE they cover is "
                                 "written (exit %d). Signal again to stop at once.",
                                 signum, 128 + signum)
-        reader = self.message_reader
         reader.stop_requested = True  # type: ignore[attr-defined]
         if getattr(reader, "waiting_for_input", False):
             raise StopReading

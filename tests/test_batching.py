@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,27 @@ def test_periodic_drains_under_overwrite_make_no_partial_fills(
     assert [r["id"] for r in sandbox.rows()] == list(range(1, 31))
     assert states_of(capsys.readouterr().out)[-1] == {"bookmarks": {"items": {"last_id": 30}}}
 
+
+
+def test_the_periodic_drain_does_not_hold_the_reader(
+        tmp_path: Path, sandbox: Sandbox, gn_config: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's record-age drain (made to fire at every STATE here) hands the buffered rows
+    over and the reader goes on: the line after the drain is read while that fill is still
+    waiting for its (slow) answer. A drain that waited would have it acknowledged first."""
+    monkeypatch.setattr(CoreTarget, "_MAX_RECORD_AGE_IN_MINUTES", -1.0)
+    sandbox.fault(path=FILL, delay=1.0, times=10)
+    gn_config["batch_size_rows"] = 1000
+    target = TargetGraphiteNote(config=gn_config, parse_env_config=False)
+    acknowledged_when_read: list[int] = []
+
+    def tap() -> Iterator[bytes]:
+        for line in lines(counter_stream(1, 15, state_every=5)).splitlines(keepends=True):
+            acknowledged_when_read.append(sum(s.rows for s in target.stream_stats.values()))
+            yield line
+
+    target.listen(tap())  # type: ignore[arg-type]
+    assert [r["id"] for r in sandbox.rows()] == list(range(1, 16))
+    assert len(fills(sandbox)) == 3  # one partial fill per drain: STATE could move
+    # line 8 is record 6, read right after the drain at STATE 5 handed records 1-5 over
+    assert acknowledged_when_read[7] == 0

@@ -40,6 +40,34 @@ def bookmark(line: bytes) -> int:
     return json.loads(line)["bookmarks"]["items"]["last_id"]
 
 
+def slow_load_after_its_first_state(
+        tmp_path: Path, sandbox: Sandbox, gn_config: dict, delay: float, total: int
+) -> tuple[subprocess.Popen[bytes], bytes]:
+    """An append load in batches of 10 with every fill `delay` s slow, once its first STATE
+    line (a fill acknowledged) has appeared; returns the process and that line."""
+    sandbox.fault(path="/graphitenote/api/dataset-fill", delay=delay, times=1000)
+    gn_config["batch_size_rows"] = 10
+    proc = spawn_target(tmp_path, gn_config, lines(counter_stream(1, total, state_every=7)),
+                        stderr=subprocess.PIPE)
+    assert proc.stdout
+    first = proc.stdout.readline()
+    assert first, "the target wrote no STATE"
+    return proc, first
+
+
+def resume_and_check(tmp_path: Path, sandbox: Sandbox, gn_config: dict, last: int, total: int,
+                     *, state_every: int) -> None:
+    """Resume an append run from bookmark `last`, as the tap would: then every record is in
+    the dataset, and only those after the bookmark may be there twice."""
+    resumed = run_target(tmp_path, gn_config, lines(counter_stream(last + 1, total,
+                                                                   state_every=state_every)))
+    assert resumed.returncode == 0, resumed.stderr
+    ids = [r["id"] for r in sandbox.rows()]
+    assert set(ids) == set(range(1, total + 1)), "records were lost"
+    doubled = {i for i, n in Counter(ids).items() if n > 1}
+    assert all(i > last for i in doubled), "only rows after the last STATE may be sent twice"
+
+
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_resumes_without_loss(tmp_path: Path, sandbox: Sandbox, loading: Loading,
                                          stop: signal.Signals) -> None:
@@ -73,13 +101,8 @@ def test_killed_run_resumes_without_loss(tmp_path: Path, sandbox: Sandbox, loadi
 def test_sigterm_while_waiting_on_the_platform_loses_no_batch(
         tmp_path: Path, sandbox: Sandbox, gn_config: dict) -> None:
     """The reader is blocked handing a batch over when SIGTERM comes: that batch must land."""
-    sandbox.fault(path="/graphitenote/api/dataset-fill", delay=0.7, times=1000)
-    gn_config["batch_size_rows"] = 10
-    proc = spawn_target(tmp_path, gn_config, lines(counter_stream(1, 200, state_every=7)),
-                        stderr=subprocess.PIPE)
-    assert proc.stdout
-    proc.stdout.readline()  # the first STATE: uploads are under way and the queue is full
-    proc.send_signal(signal.SIGTERM)
+    proc, _ = slow_load_after_its_first_state(tmp_path, sandbox, gn_config, 0.7, 200)
+    proc.send_signal(signal.SIGTERM)  # uploads are under way and the queue is full
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err.decode()
     read = int(re.search(rb"(\d+) records", err).group(1))  # type: ignore[union-attr]
@@ -166,13 +189,7 @@ def test_overwrite_stopped_by_a_signal_then_resumed_loses_nothing(
 
 def test_append_stopped_by_sigint_then_resumed_loses_nothing(
         tmp_path: Path, sandbox: Sandbox, gn_config: dict) -> None:
-    sandbox.fault(path="/graphitenote/api/dataset-fill", delay=0.2, times=1000)
-    gn_config["batch_size_rows"] = 10
-    proc = spawn_target(tmp_path, gn_config, lines(counter_stream(1, 300, state_every=7)),
-                        stderr=subprocess.PIPE)
-    assert proc.stdout
-    first = proc.stdout.readline()  # a STATE: a fill was acknowledged
-    assert first
+    proc, first = slow_load_after_its_first_state(tmp_path, sandbox, gn_config, 0.2, 300)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGINT, err.decode()
@@ -182,12 +199,7 @@ def test_append_stopped_by_sigint_then_resumed_loses_nothing(
     assert set(range(1, last + 1)) <= set(landed), "a STATE was written ahead of its data"
     assert sandbox.dataset()["completes"] == 0
 
-    resumed = run_target(tmp_path, gn_config, lines(counter_stream(last + 1, 300,
-                                                                   state_every=7)))
-    assert resumed.returncode == 0, resumed.stderr
-    ids = [r["id"] for r in sandbox.rows()]
-    assert set(ids) == set(range(1, 301))
-    assert all(i > last for i, n in Counter(ids).items() if n > 1)
+    resume_and_check(tmp_path, sandbox, gn_config, last, 300, state_every=7)
 
 
 def test_a_second_signal_stops_at_once_with_no_state_past_the_data(

@@ -309,20 +309,25 @@ def test_fault_status_with_retry_after(api: Api) -> None:
     assert faults == ["status=503", "status=503", None]
 
 
+def _plain_fill(api: Api) -> requests.Response:
+    """A fill with plain requests (no retries), to see what the connection does."""
+    return requests.post(
+        f"{api.base}/dataset-fill",
+        json={
+            "user-code": SANDBOX_USER_CODE,
+            "dataset-code": SANDBOX_DATASET_CODE,
+            "columns": COLUMNS,
+            "insert-data": json.dumps(ROWS),
+        },
+        headers=AUTH,
+        timeout=10,
+    )
+
+
 def test_fault_drop_closes_without_answer_and_applies_nothing(api: Api) -> None:
     api.control("POST", "faults", {"path": "/graphitenote/api/dataset-fill", "drop": True})
     with pytest.raises(requests.ConnectionError):
-        requests.post(
-            f"{api.base}/dataset-fill",
-            json={
-                "user-code": SANDBOX_USER_CODE,
-                "dataset-code": SANDBOX_DATASET_CODE,
-                "columns": COLUMNS,
-                "insert-data": json.dumps(ROWS),
-            },
-            headers=AUTH,
-            timeout=10,
-        )
+        _plain_fill(api)
     assert api.dataset()["row_count"] == 0
     assert api.fill(ROWS).status_code == 200
 
@@ -333,17 +338,7 @@ def test_fault_drop_after_applies_then_closes_without_answer(api: Api) -> None:
     api.control("POST", "faults", {"path": "/graphitenote/api/dataset-fill",
                                    "drop_after": True})
     with pytest.raises(requests.ConnectionError):
-        requests.post(
-            f"{api.base}/dataset-fill",
-            json={
-                "user-code": SANDBOX_USER_CODE,
-                "dataset-code": SANDBOX_DATASET_CODE,
-                "columns": COLUMNS,
-                "insert-data": json.dumps(ROWS),
-            },
-            headers=AUTH,
-            timeout=10,
-        )
+        _plain_fill(api)
     assert api.dataset()["row_count"] == 3
     entry = api.control("GET", "requests")[-1]
     assert (entry["status"], entry["fault"]) == (200, "applied+drop")
