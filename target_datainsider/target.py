@@ -7,12 +7,16 @@ from typing import Any
 from singer_sdk import typing as th
 
 from target_core.errors import ConfigError
-from target_core.http import ApiSession, RateLimiter, check_url
+from target_core.settings import (
+    LOAD_METHODS,
+    api_session,
+    check_connection_settings,
+    connection_settings,
+)
 from target_core.target import CoreTarget
 from target_datainsider.client import PLATFORM, DataInsiderClient
 from target_datainsider.sink import NAME, DataInsiderParts, DataInsiderSink, TableRegistry
 
-LOAD_METHODS = ("append-only", "overwrite")
 MODES = ("warehouse", "lake")
 KEY_PROPERTIES_AS = ("primary_keys", "none")
 
@@ -68,14 +72,8 @@ class TargetDataInsider(CoreTarget):
         th.Property("batch_size_rows", th.IntegerType, default=10_000,
                     description="Most rows per ingestion call; batches also end before 4 MB "
                                 "of rows, so every request stays under DataInsider's 5 MB."),
-        th.Property("rate_limit_per_minute", th.IntegerType, default=0,
-                    description="Most API calls in any 60 s. 0 (the default: DataInsider "
-                                "documents no limit) turns the client-side limit off."),
-        th.Property("request_timeout", th.IntegerType, default=300,
-                    description="Seconds to wait for one API answer."),
-        th.Property("max_retries", th.IntegerType, default=8,
-                    description="Retries of a call after 429, 5xx, a dropped connection or a "
-                                "timeout (exponential backoff; Retry-After is honoured)."),
+        *connection_settings(rate_limit_default=0,
+                             rate_limit_note="DataInsider documents no limit, hence 0 by default"),
     ).to_dict()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -85,12 +83,9 @@ class TargetDataInsider(CoreTarget):
 
     def check_config(self) -> None:
         config = self.config
-        check_url(config["api_url"], "api_url")
-        for name in ("batch_size_rows", "request_timeout"):
-            if config[name] < 1:
-                raise ConfigError(f"{name} must be at least 1")
-        if config["rate_limit_per_minute"] < 0 or config["max_retries"] < 0:
-            raise ConfigError("rate_limit_per_minute and max_retries cannot be negative")
+        check_connection_settings(config)
+        if config["batch_size_rows"] < 1:
+            raise ConfigError("batch_size_rows must be at least 1")
         if config.get("database") is not None:
             _check_name(config["database"], "database")
         for stream, target in (config.get("table_map") or {}).items():
@@ -115,14 +110,8 @@ class TargetDataInsider(CoreTarget):
     @property
     def client(self) -> DataInsiderClient:
         if self._client is None:
-            session = ApiSession(
-                self.config["api_url"],
-                platform=PLATFORM,
-                headers={"User-Agent": f"{self.name}/{self.plugin_version}"},
-                timeout=self.config["request_timeout"],
-                max_retries=self.config["max_retries"],
-                rate_limiter=RateLimiter(self.config["rate_limit_per_minute"]),
-            )
+            session = api_session(self.config, platform=PLATFORM,
+                                  headers={"User-Agent": f"{self.name}/{self.plugin_version}"})
             self._client = DataInsiderClient(session, self.config["api_key"])
         return self._client
 

@@ -8,7 +8,12 @@ from singer_sdk import typing as th
 
 from target_core.budget import BatchBudget
 from target_core.errors import ConfigError
-from target_core.http import ApiSession, RateLimiter, check_url
+from target_core.settings import (
+    LOAD_METHODS,
+    api_session,
+    check_connection_settings,
+    connection_settings,
+)
 from target_core.target import CoreTarget
 from target_graphitenote.client import PLATFORM, GraphiteNoteClient
 from target_graphitenote.sink import (
@@ -19,7 +24,6 @@ from target_graphitenote.sink import (
 )
 
 DEFAULT_API_URL = "https://app.graphite-note.com/api"
-LOAD_METHODS = ("append-only", "overwrite")
 DEFAULT_BATCH_SIZE_BYTES = 6 * 1024 * 1024
 UNLIMITED_BATCH_SIZE_BYTES = 1024 * 1024
 """The default when rate_limit_per_minute is 0: with no limit on calls, smaller calls keep
@@ -89,14 +93,8 @@ class TargetGraphiteNote(CoreTarget):
                     description="gzip level 1 (fastest, the default: ~2.5x faster than 6 for "
                                 "~30% more bytes; the rate limit counts calls, not bytes) "
                                 "to 9 (smallest)."),
-        th.Property("rate_limit_per_minute", th.IntegerType, default=10,
-                    description="Most API calls in any 60 s (Graphite Note allows 10 per "
-                                "tenant). 0 turns the client-side limit off."),
-        th.Property("request_timeout", th.IntegerType, default=300,
-                    description="Seconds to wait for one API answer."),
-        th.Property("max_retries", th.IntegerType, default=8,
-                    description="Retries of a call after 429, 5xx, a dropped connection or a "
-                                "timeout (exponential backoff; Retry-After is honoured)."),
+        *connection_settings(rate_limit_default=10,
+                             rate_limit_note="Graphite Note allows 10 per tenant"),
         th.Property("column_overrides", th.ObjectType(
                         additional_properties=th.ObjectType(additional_properties=_OVERRIDE)),
                     description='Per stream ("*" for all), per property: alias, type, subtype, '
@@ -110,8 +108,8 @@ class TargetGraphiteNote(CoreTarget):
         super().__init__(*args, **kwargs)
 
     def check_config(self) -> None:
-        check_url(self.config["api_url"], "api_url")
-        for name in ("batch_size_rows", "request_timeout", "batch_size_bytes"):
+        check_connection_settings(self.config)
+        for name in ("batch_size_rows", "batch_size_bytes"):
             if self.config.get(name) is not None and self.config[name] < 1:
                 raise ConfigError(f"{name} must be at least 1")
         for stream, method in (self.config.get("stream_load_methods") or {}).items():
@@ -120,8 +118,6 @@ class TargetGraphiteNote(CoreTarget):
                                   "append-only or overwrite")
         if not 1 <= self.config["compression_level"] <= 9:
             raise ConfigError("compression_level must be between 1 and 9")
-        if self.config["rate_limit_per_minute"] < 0 or self.config["max_retries"] < 0:
-            raise ConfigError("rate_limit_per_minute and max_retries cannot be negative")
         # A replace starts with a truncate: a run resumed from a mid-run STATE would wipe
         # what the interrupted run loaded and never get it again. STATE waits for the end
         # (from the first overwrite stream on, when only some streams overwrite).
@@ -141,15 +137,10 @@ class TargetGraphiteNote(CoreTarget):
     @property
     def client(self) -> GraphiteNoteClient:
         if self._client is None:
-            session = ApiSession(
-                self.config["api_url"],
-                platform=PLATFORM,
-                headers={"Authorization": f"Bearer {self.config['api_token']}",
-                         "User-Agent": f"{self.name}/{self.plugin_version}"},
-                timeout=self.config["request_timeout"],
-                max_retries=self.config["max_retries"],
-                rate_limiter=RateLimiter(self.config["rate_limit_per_minute"]),
-            )
+            session = api_session(self.config, platform=PLATFORM, headers={
+                "Authorization": f"Bearer {self.config['api_token']}",
+                "User-Agent": f"{self.name}/{self.plugin_version}",
+            })
             self._client = GraphiteNoteClient(session, self.config["user_code"])
         return self._client
 
