@@ -50,6 +50,12 @@ def test_routes_with_path_parameters_answer_404_and_405_alike() -> None:
     assert wrong_method.value.status == 405 and wrong_method.value.headers == {"Allow": "POST"}
 
 
+def test_query_parameters_without_a_value_are_kept(server: SandboxServer) -> None:
+    """`?limit(2,1)` (uSmart's read API) has no `=`: it reaches the emulator as a key."""
+    answer = requests.get(url(server, "/things/t?limit(2,1)&flag&a=b"), timeout=10).json()
+    assert answer["query"] == {"limit(2,1)": "", "flag": "", "a": "b"}
+
+
 def test_replies_that_are_not_json(server: SandboxServer) -> None:
     xml = requests.get(url(server, "/xml"), timeout=10)
     assert xml.status_code == 400 and xml.headers["Content-Type"] == "application/xml"

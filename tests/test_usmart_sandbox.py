@@ -323,8 +323,9 @@ def test_read_route_pages_with_limit_n_offset(tmp_path: Path) -> None:
     assert emulator.handle(everything).body == [{"n": 1}, {"n": 2}, {"n": 3}]
 
 
-@pytest.mark.xfail(strict=True, reason="the sandbox kit parses queries with parse_qsl, which "
-                   "drops `limit(n,offset)` (no '='): to be kept by the kit")
 def test_read_route_pages_over_http(api: UsmartApi) -> None:
     file_guid = api.create("n\r\n1\r\n2\r\n3\r\n")
     assert api.read(file_guid, "?limit(2,1)") == [{"n": 2}, {"n": 3}]
+    assert api.read(file_guid, "?limit(1,0)") == [{"n": 1}]
+    assert api.read(file_guid, "?limit(5,3)") == []
+    assert api.read(file_guid) == [{"n": 1}, {"n": 2}, {"n": 3}]

@@ -117,7 +117,8 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         split = urlsplit(self.path)
         path = split.path
-        query = dict(parse_qsl(split.query))
+        # blank values kept: a parameter without `=` (uSmart's `urql?limit(10,0)`) is a key
+        query = dict(parse_qsl(split.query, keep_blank_values=True))
         if ControlApi.owns(path):
             self._send(self._control_reply(app, path, query))
             return
