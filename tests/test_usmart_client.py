@@ -116,7 +116,7 @@ def test_an_expired_url_is_requested_again(client: UsmartClient, server: Sandbox
                      ("POST", "s3:generatePutRequest", 200), ("PUT", "orders.csv", 200)]
     assert "asking for a new signed URL" in caplog.text
     assert "Request has expired" in caplog.text
-    signature = dict(parse_qsl(urlsplit(upload.url).query))["X-Amz-Signature"]
+    signature = dict(parse_qsl(urlsplit(upload.url).query))["signature"]
     assert signature not in caplog.text and urlsplit(upload.url).query not in caplog.text
     assert signature not in repr(upload)
 
@@ -130,7 +130,7 @@ def test_urls_refused_every_time_end_in_one_clear_error(server: SandboxServer,
     message = str(raised.value)
     assert message.startswith("uSmart's storage refused the upload of 'orders.csv' with 2 "
                               "signed URLs: HTTP 403 (AccessDenied: Request has expired)")
-    assert "X-Amz" not in message and "\n" not in message
+    assert "signature" not in message and "\n" not in message
 
 
 def test_errors_name_what_to_fix(server: SandboxServer, tmp_path: Path) -> None:
