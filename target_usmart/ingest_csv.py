@@ -249,6 +249,7 @@ class IngestCsvWriter(FormatWriter):
         super().__init__(Path(path), columns)  # self.columns: those `write_rows` takes now
         self._sample_size = sample_size
         self._sample: list[list[Any]] | None = []
+        self._sample_bytes = 0
         self._names: list[str] = []
         self._segments: list[tuple[Path, int]] = []  # (file, width) in write order
         self._file: TextIO | None = None
@@ -301,6 +302,9 @@ class IngestCsvWriter(FormatWriter):
             self.rows += 1
             if sample is not None:
                 sample.append(cells)
+                # about its bytes in the file, so size limits count the held rows too
+                self._sample_bytes += len(cells) + sum(len(str(c)) for c in cells
+                                                       if c is not None)
                 if len(sample) >= self._sample_size:
                     self._flush_sample()
                     sample = None
@@ -348,10 +352,12 @@ class IngestCsvWriter(FormatWriter):
 
     @property
     def size(self) -> int:
-        """Bytes on disk so far (the first-row sample is not on disk until it is full)."""
+        """Bytes on disk so far, plus about those of the first-row sample while it is
+        held (it reaches the disk when it is full, or at `finish`)."""
         if self._file is not None:
             self._file.flush()
-        return sum(path.stat().st_size for path, _ in self._segments if path.exists())
+        held = self._sample_bytes if self._sample is not None else 0
+        return held + sum(path.stat().st_size for path, _ in self._segments if path.exists())
 
     def finish(self) -> Path:
         """Finish the file (header with every column) and return its path."""

@@ -11,7 +11,10 @@ commit(files)   resourceContainer:process           each output pipeline to refr
 ```
 
 The stream's records are acknowledged (and STATE may pass them) only when `commit`
-returns: the revision is registered and every refresh was accepted. A refresh that fails
+returns: the revision is registered and every refresh was accepted. With `max_file_bytes`
+(append-only), a long stream is cut into several files, each a new file of the dataset
+registered and refreshed as soon as it is complete (`confirms_each_file`), so STATE moves
+during the run instead of only at its end. A refresh that fails
 stops the run before that STATE; the resumed run uploads again (a new revision of the same
 file under `overwrite`). A stream with no records makes no call at all (the core opens no
 file for it), and the load itself calls nothing until its file is complete.
@@ -47,10 +50,11 @@ def csv_file_name(name: str) -> str:
     return base if base.lower().endswith(".csv") else f"{base}.csv"
 
 
-def stamped(file_name: str, run_stamp: str) -> str:
-    """`orders.csv` -> `orders-20240102T030405Z.csv`: append-only runs add a new file each."""
+def stamped(file_name: str, run_stamp: str, part: int | None = None) -> str:
+    """`orders.csv` -> `orders-20240102T030405Z.csv` (or `...Z-2.csv`, a run's second
+    part): append-only runs add new files."""
     path = PurePath(file_name)
-    return f"{path.stem}-{run_stamp}{path.suffix}"
+    return f"{path.stem}-{run_stamp}{'' if part is None else f'-{part}'}{path.suffix}"
 
 
 @dataclass(frozen=True)
@@ -95,10 +99,16 @@ class UsmartLoad(FileLoad):
     writer_class = IngestCsvWriter
 
     def __init__(self, stream: str, client: UsmartClient, destination: Destination,
-                 run_stamp: str, acknowledged: Acknowledged | None = None) -> None:
-        """`acknowledged(stream, number, rows, seconds)` is told when the stream's rows
-        are confirmed (the progress line every target writes)."""
+                 run_stamp: str, acknowledged: Acknowledged | None = None,
+                 max_file_bytes: int | None = None) -> None:
+        """`acknowledged(stream, number, rows, seconds)` is told when rows are confirmed
+        (the progress line every target writes). `max_file_bytes` (append-only only): a
+        file is finished at that size and the next one started, each confirmed alone."""
         super().__init__(stream)
+        if max_file_bytes is not None and destination.load_method == OVERWRITE:
+            raise ConfigError("max_file_bytes is for append-only: overwrite replaces one file")
+        self.max_file_bytes = max_file_bytes
+        self.confirms_each_file = max_file_bytes is not None
         self.client = client
         self.destination = destination
         self.run_stamp = run_stamp
@@ -113,9 +123,10 @@ class UsmartLoad(FileLoad):
         """dataset:view, the signed upload, then file:create or file:updateRevision."""
         where = self.destination
         self._started = time.monotonic()
-        self.view = self.client.view_dataset(where.dataset)
+        if self.view is None or where.load_method == OVERWRITE:  # append-only: pipelines only
+            self.view = self.client.view_dataset(where.dataset)
         name = where.file_name if where.load_method == OVERWRITE else stamped(
-            where.file_name, self.run_stamp)
+            where.file_name, self.run_stamp, file.number if self.confirms_each_file else None)
         revise = self._file_to_revise(self.view) if where.load_method == OVERWRITE else None
         upload = self.client.upload(name, file.path)
         if revise is None:
@@ -126,17 +137,25 @@ class UsmartLoad(FileLoad):
             self.file_guid, what = revise, "new revision of file"
         logger.info("Stream '%s': %d rows registered as %s '%s' (%s) in dataset '%s'",
                     self.stream, file.rows, what, name, self.file_guid, where.dataset)
+        if self.confirms_each_file:
+            self._refresh([file])
 
     def commit(self, files: Sequence[FinishedFile]) -> None:
+        """The output pipelines refreshed after the stream's file (each file was, with
+        `max_file_bytes`)."""
+        if not self.confirms_each_file:
+            self._refresh(files)
+
+    def _refresh(self, files: Sequence[FinishedFile]) -> None:
         """resourceContainer:process for each output pipeline to refresh: the data API
-        serves the new rows once this returns."""
+        serves the new rows once this returns; then the rows count as loaded."""
         assert self.view is not None  # upload ran first
         for pipeline in self._pipelines(self.view):
             self.client.refresh_pipeline(pipeline)
             logger.info("Stream '%s': output pipeline '%s' of dataset '%s' refreshed",
                         self.stream, pipeline, self.destination.dataset)
         if self.acknowledged is not None:
-            self.acknowledged(self.stream, len(files), sum(f.rows for f in files),
+            self.acknowledged(self.stream, files[-1].number, sum(f.rows for f in files),
                               time.monotonic() - self._started)
 
     # -- choices -----------------------------------------------------------------------------

@@ -77,6 +77,11 @@ class TargetUsmart(FileTarget):
         th.Property("batch_size_rows", th.IntegerType,
                     description="Rows handed to the CSV writer at a time (default 5,000). "
                                 "The file is one per stream whatever this is."),
+        th.Property("max_file_bytes", th.IntegerType,
+                    description="append-only: cut a stream into files of about this many "
+                                "bytes, each registered and refreshed once complete, so STATE "
+                                "moves during long runs (default: one file per stream per "
+                                "run, STATE at its end)."),
         th.Property("spool_dir", th.StringType,
                     description="Directory for the spooled CSV files (default: the "
                                 "system's temporary directory). Needs room for the largest "
@@ -127,7 +132,8 @@ class TargetUsmart(FileTarget):
     def check_config(self) -> None:
         config = self.config
         check_url(config["api_url"], "api_url")
-        for name in ("batch_size_rows", "request_timeout", "signed_url_attempts"):
+        for name in ("batch_size_rows", "request_timeout", "signed_url_attempts",
+                     "max_file_bytes"):
             if config.get(name) is not None and config[name] < 1:
                 raise ConfigError(f"{name} must be at least 1")
         if config["rate_limit_per_minute"] < 0 or config["max_retries"] < 0:
@@ -140,6 +146,8 @@ class TargetUsmart(FileTarget):
         # A revision replaces the whole file: a run resumed from a mid-run STATE would
         # replace it with only the rows after that STATE. STATE waits for the end.
         self.checkpoint.hold_until_end = config["load_method"] == OVERWRITE
+        if config.get("max_file_bytes") is not None and config["load_method"] == OVERWRITE:
+            raise ConfigError("max_file_bytes is for append-only: overwrite replaces one file")
 
     def refresh_list(self) -> tuple[str, ...] | None:
         """`refresh_pipelines` as pipeline GUIDs; None: all of each dataset's."""
@@ -196,7 +204,8 @@ class TargetUsmart(FileTarget):
     def open_load(self, stream: str) -> FileLoad:
         destination = self.destination(stream)
         self.destinations.claim(stream, destination)
-        return UsmartLoad(stream, self.client, destination, self.run_stamp, self.acknowledged)
+        return UsmartLoad(stream, self.client, destination, self.run_stamp, self.acknowledged,
+                          self.config.get("max_file_bytes"))
 
     def spool_root(self) -> Path | None:
         spool = self.config.get("spool_dir")
