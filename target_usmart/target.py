@@ -75,8 +75,8 @@ class TargetUsmart(FileTarget):
                                 'dataset\'s (default), "none" (or []), or a list of resource '
                                 "container GUIDs."),
         th.Property("batch_size_rows", th.IntegerType,
-                    description="Rows handed to the CSV writer at a time (default 5,000). "
-                                "The file is one per stream whatever this is."),
+                    description="Rows handed to the CSV writer at a time (default 5,000); "
+                                "max_file_bytes is checked after each such batch."),
         th.Property("max_file_bytes", th.IntegerType,
                     description="append-only: cut a stream into files of about this many "
                                 "bytes, each registered and refreshed once complete, so STATE "
