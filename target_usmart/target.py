@@ -27,8 +27,9 @@ from target_usmart.sink import (
 
 _SHAPE = ContractShape()
 _MAP = th.ObjectType(additional_properties=th.StringType)
-_REFRESH = th.CustomType({"anyOf": [{"type": "string", "enum": [ALL_PIPELINES, "none"]},
-                                    {"type": "array", "items": {"type": "string"}}]})
+_REFRESH = th.CustomType({"type": ["string", "array"], "items": {"type": "string"}})
+"""A string ("all", "none") or a list of GUIDs (`anyOf` here would meet the SDK's way of
+making optional settings nullable: it appends "null" to it, which is no schema)."""
 
 
 class TargetUsmart(FileTarget):
@@ -146,6 +147,10 @@ class TargetUsmart(FileTarget):
         # A revision replaces the whole file: a run resumed from a mid-run STATE would
         # replace it with only the rows after that STATE. STATE waits for the end.
         self.checkpoint.hold_until_end = config["load_method"] == OVERWRITE
+        if isinstance(config["refresh_pipelines"], str) and config["refresh_pipelines"] not in (
+                ALL_PIPELINES, "none"):
+            raise ConfigError('refresh_pipelines must be "all", "none" or a list of output '
+                              f"pipeline GUIDs, got {config['refresh_pipelines']!r}")
         if config.get("max_file_bytes") is not None and config["load_method"] == OVERWRITE:
             raise ConfigError("max_file_bytes is for append-only: overwrite replaces one file")
 
