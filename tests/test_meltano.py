@@ -1,5 +1,5 @@
-"""End to end through Meltano: tap-jsonl -> target-graphitenote and target-datainsider -> a
-sandbox in its own process.
+"""End to end through Meltano: tap-jsonl -> target-graphitenote, target-datainsider and
+target-usmart -> a sandbox in its own process.
 
 The project's meltano.yml and demo/customers.jsonl are copied into a temp dir (pip_url of the
 loader pointed at this checkout), so `.meltano/` (plugin venvs, state DB) never lands in the

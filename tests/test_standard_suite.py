@@ -201,5 +201,6 @@ def test_standard_stream_lands_in_usmart_value_by_value(name: str, tmp_path: Pat
 def _row_is(row: dict[str, Any], sent: dict[str, Any]) -> bool:
     """Every value of the record read back, and null in the columns it has no value for."""
     columns = {identifier(key): value for key, value in sent.items()}
-    return set(columns) <= set(row) and all(_same_in_usmart(row[column], columns[column]) if column in columns
-               else row[column] is None for column in row)
+    return set(columns) <= set(row) and all(
+        _same_in_usmart(row[column], columns[column]) if column in columns
+        else row[column] is None for column in row)
