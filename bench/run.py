@@ -8,6 +8,9 @@ Subjects, run in interleaved rounds so drift on a noisy machine hits all alike:
 - `raw-orjson`: parse every line with orjson and drop it (the floor no target reaches).
 - `target-graphitenote`: validation on (the default), gzip, the sandbox on loopback in
   its own process; client-side rate limit off (the sandbox has none either).
+- `target-usmart`: validation on, the stream spooled as one CSV, then the signed PUT,
+  file:create and the pipeline refresh; correct when uSmart's parser (the emulator) reads
+  every row back from the uploaded file, no key header reached the storage.
 - `target-csv`: meltanolabs-target-csv 0.5.0, installed into `--peer-dir` on first use
   (skipped above `--peer-max` records: it keeps the whole stream in memory).
 Each run's wall time, peak RSS (GNU time, the target process alone) and correctness (the
@@ -67,6 +70,17 @@ class Sandbox:
         state = self.control("GET", "state?max_rows=0")
         return state["graphitenote"]["datasets"]["sandbox-dataset"]["row_count"]
 
+    def usmart_rows(self) -> int:
+        """Rows uSmart parsed in the latest revision of every file (0 if a key header
+        reached the storage, or a blank row cut a file short)."""
+        state = self.control("GET", "state?max_rows=0")["usmart"]
+        files = state["datasets"]["sandbox-dataset"]["files"].values()
+        latest = [file["revisions"][-1] for file in files]
+        if any(u["key_headers_sent"] for u in state["uploads"].values()) or any(
+                r["stopped_at_blank_row"] is not None or r["type_conflicts"] for r in latest):
+            return 0
+        return sum(r["rows"] for r in latest)
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
@@ -121,6 +135,9 @@ def main() -> int:
     config = {"api_token": "gn-sandbox-token", "user_code": "gn-sandbox-user",
               "api_url": sandbox.url + "/graphitenote/api", "dataset_code": "sandbox-dataset",
               "rate_limit_per_minute": 0}  # append-only: STATE after every fill
+    us_config = {"org_guid": "sandbox-org", "api_key_id": "us-sandbox-key-id",
+                 "api_key_secret": "us-sandbox-key-secret", "api_url": sandbox.url + "/usmart",
+                 "dataset_guid": "sandbox-dataset"}  # one CSV, uploaded at the end
     rows = []
     try:
         for records in args.records:
@@ -130,6 +147,8 @@ def main() -> int:
                 "raw-orjson": (RAW, None),
                 "target-graphitenote": ([str(VENV_BIN / "target-graphitenote"), "--config",
                                          "{config}"], config),
+                "target-usmart": ([str(VENV_BIN / "target-usmart"), "--config", "{config}"],
+                                  us_config),
             }
             if peer and records <= args.peer_max:
                 subjects["target-csv"] = ([str(peer), "--config", "{config}"],
@@ -140,7 +159,7 @@ def main() -> int:
                     config_path = workdir / "config.json"
                     if cfg is not None:
                         config_path.write_text(json.dumps(cfg).replace("{workdir}", str(workdir)))
-                    if label == "target-graphitenote":
+                    if label in ("target-graphitenote", "target-usmart"):
                         sandbox.control("POST", "reset")
                     wall, rss, code, out = timed(
                         [c.replace("{config}", str(config_path)) for c in cmd], stream, workdir)
@@ -149,6 +168,8 @@ def main() -> int:
                         ok = ok and json.loads(out[-1] if out else "null") == expected
                     if label == "target-graphitenote":
                         ok = ok and sandbox.row_count() == records
+                    if label == "target-usmart":
+                        ok = ok and sandbox.usmart_rows() == records
                     row = {"label": label, "records": records, "round": round_no,
                            "wall_s": round(wall, 3), "rec_per_s": round(records / wall),
                            "peak_rss_mb": round(rss, 1), "states_out": states, "ok": ok}

@@ -83,11 +83,33 @@ def datainsider(snapshot: dict[str, Any], rows: int) -> list[str]:
     return lines
 
 
+def usmart(snapshot: dict[str, Any], rows: int) -> list[str]:
+    datasets = snapshot.get("usmart", {}).get("datasets", {})
+    lines: list[str] = []
+    for guid, dataset in datasets.items():
+        for file_guid, file in dataset.get("files", {}).items():
+            latest = file["revisions"][-1]
+            lines.append(
+                f"uSmart dataset {guid!r}, file {file['fileName']!r} ({file_guid}): "
+                f"revision {latest['revision']}, {latest['rows']} rows, "
+                f"{len(latest['columns'])} columns"
+            )
+            columns = ", ".join(f"{c['name']} ({c['type']})" for c in latest["columns"])
+            lines.append(f"  columns: {columns}")
+            _rows(lines, latest.get("data", []), rows)
+        for pipeline, container in dataset.get("resourceContainers", {}).items():
+            if container.get("refreshes"):
+                lines.append(f"  output pipeline {pipeline!r}: {len(container['refreshes'])} "
+                             "refreshes")
+    return lines
+
+
 def summarise(snapshot: dict[str, Any], only: str | None, rows: int) -> tuple[str, bool]:
     lines: list[str] = []
     loaded = True
     for platform, found in (("Graphite Note", graphite_note(snapshot, only, rows)),
-                            ("DataInsider", datainsider(snapshot, rows))):
+                            ("DataInsider", datainsider(snapshot, rows)),
+                            ("uSmart", usmart(snapshot, rows))):
         if not found:
             found = [f"No {platform} dataset or table holds any rows."]
             loaded = False

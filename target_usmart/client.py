@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -25,12 +24,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import backoff
 import orjson
-import requests
 
-from target_core.errors import ApiError, TargetError
-from target_core.http import RETRY_STATUSES, ApiSession, HttpStatusError, check_url
+from target_core.errors import ApiError
+from target_core.http import ApiSession, HttpStatusError
 from target_core.redaction import REDACTOR
 
 PLATFORM = "uSmart"
@@ -109,16 +106,17 @@ class UsmartClient:
     ) -> None:
         """`read_url`: the read API's base (default: `api_url` itself, or api.usmart.io
         when `api_url` is data.usmart.io). `url_attempts`: signed URLs requested per upload
-        when S3 refuses one (403: expired) or fails."""
+        when S3 refuses one (403: expired or not accepted)."""
         self.session = session
         self.org = org_guid
         self.shape = shape or ContractShape()
         base = session.base_url
-        self.read_url = (read_url or (DEFAULT_READ_URL if base == DEFAULT_API_URL else base))
+        read_url = read_url or (DEFAULT_READ_URL if base == DEFAULT_API_URL else base)
+        self.read_session = session if read_url.rstrip("/") == base else ApiSession(
+            read_url, platform=PLATFORM, headers=dict(session.session.headers),
+            timeout=session.timeout, max_retries=session.max_retries,
+            rate_limiter=session.rate_limiter)
         self.url_attempts = max(1, url_attempts)
-        # TODO(issue 14): `ApiSession.put_file` PUTs to a signed URL with retries and without
-        # the platform's headers; until it lands, a session of our own with no headers.
-        self._bare = requests.Session()
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -151,24 +149,18 @@ class UsmartClient:
         return SignedUpload(url, kind, reference)  # type: ignore[arg-type]
 
     def put_file(self, upload: SignedUpload, path: Path) -> None:
-        """The signed PUT: the file streamed from disk with the signed Content-Type, and no
-        uSmart key headers. Raises `HttpStatusError` (S3's code, never the URL) on refusal."""
-        url = check_url(upload.url, "the signed upload URL")
-        shown = _without_query(url)
-        with open(path, "rb") as body:  # requests streams a file object (Content-Length set)
-            try:
-                response = self._bare.put(url, data=body, timeout=self.session.timeout,
-                                          headers={"Content-Type": upload.content_type})
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                raise TargetError(f"{PLATFORM}'s storage did not answer the upload to {shown}: "
-                                  f"{type(exc).__name__}") from None
-        logger.debug("PUT %s -> %d", shown, response.status_code)
-        if response.status_code >= 300:
-            raise HttpStatusError(response.status_code, shown, _s3_problem(response))
+        """The signed PUT (`ApiSession.put_file`): the file streamed from disk with the
+        signed Content-Type and no uSmart key headers; 429, 5xx and dropped connections are
+        retried by the session. Raises `HttpStatusError` (S3's code and message, never the
+        URL's query) when S3 refuses."""
+        try:
+            self.session.put_file(upload.url, path, upload.content_type)
+        except HttpStatusError as exc:
+            raise HttpStatusError(exc.status, exc.route, _s3_problem(exc.detail)) from None
 
     def upload(self, file_name: str, path: Path) -> SignedUpload:
         """`s3:generatePutRequest`, then the PUT; a URL S3 refuses (403: expired or not
-        accepted) or that fails (5xx, no answer) is requested again."""
+        accepted) is requested again, up to `url_attempts` URLs."""
         problem = ""
         for attempt in range(1, self.url_attempts + 1):
             upload = self.request_upload(file_name)
@@ -176,18 +168,13 @@ class UsmartClient:
                 self.put_file(upload, path)
                 return upload
             except HttpStatusError as exc:
-                if exc.status != 403 and exc.status not in RETRY_STATUSES:
+                if exc.status != 403:
                     raise ApiError(f"{PLATFORM}'s storage refused the upload of '{file_name}' "
                                    f"(HTTP {exc.status}: {exc.detail})", exc.status) from None
                 problem = f"HTTP {exc.status} ({exc.detail})"
-                pause = 0.0 if exc.status == 403 else backoff.full_jitter(2.0 ** attempt)
-            except TargetError as exc:
-                problem, pause = str(exc), backoff.full_jitter(2.0 ** attempt)
             if attempt < self.url_attempts:
-                logger.warning("Upload of '%s' refused or failed: %s; asking for a new signed "
-                               "URL (%d of %d)", file_name, problem, attempt + 1,
-                               self.url_attempts)
-                time.sleep(pause)
+                logger.warning("Upload of '%s' refused: %s; asking for a new signed URL "
+                               "(%d of %d)", file_name, problem, attempt + 1, self.url_attempts)
         raise ApiError(f"{PLATFORM}'s storage refused the upload of '{file_name}' with "
                        f"{self.url_attempts} signed URLs: {problem}")
 
@@ -198,8 +185,9 @@ class UsmartClient:
         body = {names["dataset"]: dataset_guid, names["reference"]: upload.reference,
                 names["file_name"]: _basename(file_name), names["file_size"]: file_size,
                 "action": "file:create"}
-        # TODO(issue 14): post(..., idempotent=False): a repeated create makes a second file
-        answer = self._action("file:create", body, subject=f"dataset '{dataset_guid}'")
+        # not repeated after a 5xx or a dropped answer: a second create makes a second file
+        answer = self._action("file:create", body, subject=f"dataset '{dataset_guid}'",
+                              idempotent=False)
         guid = _at(answer, self.shape.created_file_guid)
         if not isinstance(guid, str) or not guid:
             raise ApiError(f"{PLATFORM} created '{file_name}' but returned no file GUID at "
@@ -208,7 +196,8 @@ class UsmartClient:
 
     def update_revision(self, file_guid: str, upload: SignedUpload, file_name: str,
                         file_size: int) -> None:
-        """`file:updateRevision`: the uploaded file becomes the file's new revision."""
+        """`file:updateRevision`: the uploaded file becomes the file's new revision.
+        Repeated after a lost answer: at worst one more revision with the same content."""
         self._action("file:updateRevision", {
             "reference": upload.reference, "fileName": _basename(file_name),
             "fileGUID": file_guid, "fileSize": file_size, "action": "file:updateRevision",
@@ -223,18 +212,10 @@ class UsmartClient:
         """The read API: `limit` rows from `offset` of what a pipeline serves. Numbers keep
         their digits (`Decimal`)."""
         route = f"org/{self.org}/{resource_guid}/latest/urql"
-        url = f"{self.read_url}/{route}?limit({int(limit)},{int(offset)})"
-        # TODO(issue 14): self.session.get(route + query), with its retries and rate limit
-        self.session.rate_limiter.acquire()
-        try:
-            response = self.session.session.get(url, timeout=self.session.timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TargetError(f"{PLATFORM} did not answer on {route}: "
-                              f"{type(exc).__name__}") from None
-        if response.status_code >= 400:
-            raise self._explain(HttpStatusError(response.status_code, route,
-                                                REDACTOR(response.text[:300])),
-                                f"resource '{resource_guid}'")
+        try:  # `limit(n,offset)` is a query parameter without a value: part of the route
+            response = self.read_session.get(f"{route}?limit({int(limit)},{int(offset)})")
+        except HttpStatusError as exc:
+            raise self._explain(exc, f"resource '{resource_guid}'") from None
         rows = json.loads(response.content, parse_float=Decimal)
         if not isinstance(rows, list):
             raise ApiError(f"{PLATFORM} answered {route} with something other than a list")
@@ -242,10 +223,11 @@ class UsmartClient:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _action(self, action: str, body: dict[str, Any], subject: str = "") -> dict[str, Any]:
+    def _action(self, action: str, body: dict[str, Any], subject: str = "", *,
+                idempotent: bool = True) -> dict[str, Any]:
         route = f"org/{self.org}/{action}"
         try:
-            response = self.session.post(route, orjson.dumps(body))
+            response = self.session.post(route, orjson.dumps(body), idempotent=idempotent)
         except HttpStatusError as exc:
             raise self._explain(exc, subject) from None
         try:
@@ -256,7 +238,7 @@ class UsmartClient:
         return answer if isinstance(answer, dict) else {}
 
     def _explain(self, exc: HttpStatusError, subject: str) -> ApiError:
-        status, action = exc.status, exc.route.rsplit("/", 1)[-1]
+        status, action = exc.status, exc.route.split("?")[0].rsplit("/", 1)[-1]
         messages = {
             400: f"{PLATFORM} rejected {action} (HTTP 400): {exc.detail}",
             401: f"{PLATFORM} refused the API key (HTTP 401 on {action}): check api_key_id "
@@ -296,11 +278,6 @@ def _list_at(answer: dict[str, Any], path: str, action: str) -> list[dict[str, A
     return [item for item in found if isinstance(item, dict)]
 
 
-def _without_query(url: str) -> str:
-    split = urlsplit(url)
-    return f"{split.scheme}://{split.netloc}{split.path}"
-
-
 def _hide_signature(url: str) -> None:
     """A signed URL is a credential until it expires: keep it out of every log line."""
     query = urlsplit(url).query
@@ -308,9 +285,10 @@ def _hide_signature(url: str) -> None:
                            if "signature" in key.lower() or "credential" in key.lower())])
 
 
-def _s3_problem(response: requests.Response) -> str:
-    """S3's error code and message; never the rest (it may quote the signature)."""
-    found = dict(re.findall(r"<(Code|Message)>([^<]{0,200})</\1>", response.text))
+def _s3_problem(detail: str) -> str:
+    """S3's error code and message from its XML; never the rest (it may quote the
+    signature or the string it signed)."""
+    found = dict(re.findall(r"<(Code|Message)>([^<]{0,200})</\1>", detail))
     if not found:
-        return response.reason or "no details"
+        return "no details" if detail.lstrip().startswith("<") else detail
     return ": ".join(part for part in (found.get("Code"), found.get("Message")) if part)

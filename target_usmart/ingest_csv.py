@@ -11,9 +11,12 @@ writer does about each:
   empty string therefore read back alike).
 - **Dates as ISO 8601.** Date-times are converted on the reader thread
   (`IngestCsvWriter.converter_for`): `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, in UTC, the instant kept.
-- **Numbers like `0.8`, never `.8`**, and never in exponent notation: a float is written
-  with the shortest digits that read back as the same double (`repr`), a `Decimal` with all
-  of its digits; `1e-07` becomes `0.0000001`.
+- **Numbers like `0.8`, never `.8`**, and never in exponent notation. Numbers arrive as the
+  reader decoded them (`msgspec.Raw`, the tap's own digits, already positional; integers as
+  `int`) and are written as they are: `0.80` stays `0.80`. A float or `Decimal` (from a
+  stream map) is made positional text on the reader thread (`conversions.number`);
+  written directly, a float gets the shortest digits that read back as the same double
+  (`repr`), a `Decimal` all of its digits; `1e-07` becomes `0.0000001`.
 - **Numeric-looking strings lose their leading zeros unless quoted.** A text value that an
   unquoted reading would take for anything but that text (a number with an optional sign,
   leading zeros included; true/false/null; an ISO date; an empty string; leading or trailing
@@ -40,14 +43,18 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import msgspec
+
 from target_core.columns import Column, ColumnType
-from target_core.conversions import date_text, json_text, text
+from target_core.conversions import date_text, json_text, number, positional, text
+from target_core.formats import FormatWriter
 
 CONTENT_TYPE = "text/csv"
 FIRST_ROW_SAMPLE = 1000
 """Rows among which the most complete one is written first (uSmart infers types from it)."""
 
 _UTC = dt.UTC
+_Raw = msgspec.Raw
 _LINE_END = "\r\n"  # RFC 4180; with "\r" in the terminator, csv also quotes a lone "\r"
 
 # An unquoted cell that uSmart (or any type-inferring reader) could take for something other
@@ -115,18 +122,11 @@ def iso_datetime(value: Any) -> str | None:
     return parsed.isoformat() + "Z"
 
 
-def checked_number(value: Any) -> Any:
-    """A number as it came (a float, int or Decimal keeps its digits); anything else fails."""
-    if type(value) in (int, float) or isinstance(value, decimal.Decimal):
-        return value
-    raise ValueError("must be a number")
-
-
 _CONVERTERS: dict[ColumnType, Callable[[Any], Any]] = {
     ColumnType.DATETIME: iso_datetime,
     ColumnType.DATE: date_text,
-    ColumnType.INTEGER: checked_number,
-    ColumnType.NUMBER: checked_number,
+    ColumnType.INTEGER: number,
+    ColumnType.NUMBER: number,
 }
 
 
@@ -146,6 +146,11 @@ def text_cell(value: Any) -> str:
 def number_cell(value: Any) -> Any:
     """`0.8`, never `.8` nor `8e-01`; the tap's digits kept (a float's shortest repr)."""
     kind = type(value)
+    if kind is _Raw:  # the reader's exact text; positional already, re-checked for safety
+        digits = bytes(value).decode()
+        if "e" in digits or "E" in digits or digits[:1] == "." or digits[:2] == "-.":
+            return positional(decimal.Decimal(digits))
+        return digits
     if kind is float:
         digits = repr(value)
         if "e" in digits:
@@ -222,14 +227,13 @@ def compile_row_formatter(columns: Sequence[Column], positions: Sequence[int], w
     return namespace["format"]
 
 
-class IngestCsvWriter:
+class IngestCsvWriter(FormatWriter):
     """Writes one stream's rows to `path` as a CSV following uSmart's ingest rules.
 
-    The interface is issue 14's `FormatWriter` (`target_core/formats.py`, not merged yet:
-    TODO subclass it when it lands): `converter_for(column)` (the sink's conversions),
-    `write_rows(rows)` with one value per column of `self.columns`, `extend(columns)` on a
-    SCHEMA change, `size`, `finish()` -> the file's path, `discard()`. One packer thread
-    per file: not thread-safe.
+    A `FormatWriter` (`target_core/formats.py`): `converter_for(column)` (the sink's
+    conversions), `write_rows(rows)` with one value per column of `self.columns`,
+    `extend(columns)` on a SCHEMA change, `size`, `finish()` -> the file's path,
+    `discard()`. One packer thread per file: not thread-safe.
     """
 
     suffix = ".csv"
@@ -242,13 +246,10 @@ class IngestCsvWriter:
         *,
         sample_size: int = FIRST_ROW_SAMPLE,
     ) -> None:
-        self.path = Path(path)
-        self.columns: list[Column] = list(columns)
-        """The columns of the rows `write_rows` takes (the file holds the union of all)."""
-        self.rows = 0
-        """Rows written (or held in the first-row sample) so far."""
+        super().__init__(Path(path), columns)  # self.columns: those `write_rows` takes now
         self._sample_size = sample_size
         self._sample: list[list[Any]] | None = []
+        self._sample_bytes = 0
         self._names: list[str] = []
         self._segments: list[tuple[Path, int]] = []  # (file, width) in write order
         self._file: TextIO | None = None
@@ -258,9 +259,9 @@ class IngestCsvWriter:
     @classmethod
     def converter_for(cls, column: Column) -> Callable[[Any], Any] | None:
         """What the sink converts on the reader thread, where a bad value can be reported
-        with its stream, line and field: date-times to ISO 8601 UTC, dates, a type check of
-        numbers. The rest (number digits, booleans, nested values, quoting) is the writer's
-        job on the packer thread."""
+        with its stream, line and field: date-times to ISO 8601 UTC, dates, numbers checked
+        (and kept as the reader's exact `Raw` text). The rest (number digits, booleans,
+        nested values, quoting) is the writer's job on the packer thread."""
         return _CONVERTERS.get(column.type)
 
     # -- columns ----------------------------------------------------------------------------
@@ -301,6 +302,9 @@ class IngestCsvWriter:
             self.rows += 1
             if sample is not None:
                 sample.append(cells)
+                # about its bytes in the file, so size limits count the held rows too
+                self._sample_bytes += len(cells) + sum(len(str(c)) for c in cells
+                                                       if c is not None)
                 if len(sample) >= self._sample_size:
                     self._flush_sample()
                     sample = None
@@ -348,10 +352,12 @@ class IngestCsvWriter:
 
     @property
     def size(self) -> int:
-        """Bytes on disk so far (the first-row sample is not on disk until it is full)."""
+        """Bytes on disk so far, plus about those of the first-row sample while it is
+        held (it reaches the disk when it is full, or at `finish`)."""
         if self._file is not None:
             self._file.flush()
-        return sum(path.stat().st_size for path, _ in self._segments if path.exists())
+        held = self._sample_bytes if self._sample is not None else 0
+        return held + sum(path.stat().st_size for path, _ in self._segments if path.exists())
 
     def finish(self) -> Path:
         """Finish the file (header with every column) and return its path."""

@@ -7,22 +7,24 @@ Served by ``target-sandbox serve`` under ``/usmart``, so a target configured wit
 |---|---|
 | ``POST /org/<org>/dataset:view`` | the dataset's files and output pipelines |
 | ``POST /org/<org>/s3:generatePutRequest`` | signed PUT URL (here), Content-Type, reference |
-| ``PUT  /s3/<bucket>/<key>?X-Amz-...`` | the upload, checked like S3 checks a presigned URL |
+| ``PUT  /s3/<bucket>/uploads/<id>/<name>?...`` | the upload (up to 5 GiB), checked like S3 |
 | ``POST /org/<org>/file:create`` | a new file of a dataset from an uploaded reference |
 | ``POST /org/<org>/file:updateRevision`` | a new revision of a file |
 | ``POST /org/<org>/resourceContainer:create`` | a new output pipeline |
 | ``POST /org/<org>/resourceContainer:process`` | the pipeline now serves the latest revisions |
 | ``GET  /org/<org>/<resource>/latest/urql?limit(n,offset)`` | rows a pipeline (or a file) serves |
-| ``GET/POST /_sandbox/settings`` | this emulator's own setting: ``signed_url_expires_seconds`` |
+| ``GET/POST /_sandbox/settings`` | the emulator's settings (signed URLs' lifetime...) |
 
 Actions need the headers ``api-key-id`` / ``api-key-secret`` (:data:`SANDBOX_KEY_ID`,
 :data:`SANDBOX_KEY_SECRET`) and the org :data:`SANDBOX_ORG`; the signed PUT must carry none
-of them (they are recorded when it does). Every uploaded CSV is parsed at registration with
-uSmart's rules: the first record is the header, column types come from the first data row,
-a blank row ends the ingest. What the contract leaves open ([?], [I]) is assumed here and
-listed in ``docs/usmart.md``: the answers' shapes (``{"result": ...}``), the ``file:create``
-fields, the error body (``{"error": {"status", "message"}}``), 401 for bad keys, 403 for a
-foreign org, and what ``urql`` returns (a JSON array of row objects).
+of them (they are recorded when it does); it is signed with the kit's `SignedUrls` (method,
+path, Content-Type, expiry), refused with S3's XML errors, and its body is kept in the store
+(moved there when the server streamed it to disk). Every uploaded CSV is parsed at
+registration with uSmart's rules: the first record is the header, column types come from the
+first data row, a blank row ends the ingest. What the contract leaves open ([?], [I]) is
+assumed here and listed in ``docs/usmart.md``: the answers' shapes (``{"result": ...}``),
+the ``file:create`` fields, the error body (``{"error": {"status", "message"}}``), 401 for
+bad keys, 403 for a foreign org, and what ``urql`` returns (a JSON array of row objects).
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,12 +40,21 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import quote, unquote
 
 import orjson
 
-from target_core.sandbox.emulator import ApiError, Reply, Request, default_error_body
-from target_core.sandbox.store import Store
+from target_core.sandbox import (
+    ApiError,
+    Reply,
+    Request,
+    Routes,
+    SignatureRefused,
+    SignedUrls,
+    Store,
+    default_error_body,
+    s3_error_xml,
+)
 
 SANDBOX_KEY_ID = "us-sandbox-key-id"
 SANDBOX_KEY_SECRET = "us-sandbox-key-secret"
@@ -56,7 +66,6 @@ BUCKET = "usmart-sandbox-uploads"
 DEFAULT_URL_EXPIRES_SECONDS = 900
 CONTENT_TYPES = {".csv": "text/csv", ".json": "application/json", ".xlsx":
                  "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
-_AMZ_DATE = "%Y%m%dT%H%M%SZ"
 _SETTINGS = {"signed_url_expires_seconds": DEFAULT_URL_EXPIRES_SECONDS, "expired_urls_to_issue": 0}
 _META_VERSION = 1
 
@@ -233,68 +242,10 @@ def _json_value(value: Any) -> Any:
 # -- S3-style presigned URLs ---------------------------------------------------------------------
 
 
-def s3_error(status: int, code: str, message: str, **extra: str) -> Reply:
-    """An S3 error: XML, not JSON.
+def s3_error(status: int, code: str, message: str) -> Reply:
+    """An S3 error: XML, not JSON (S3 answers a refused presigned request this way)."""
+    return Reply.xml(status, s3_error_xml(code, message))
 
-    TODO(kit): until the sandbox kit sends non-JSON replies, the XML goes out raw through
-    ``orjson.Fragment`` and the server's own ``Content-Type: application/json`` header comes
-    before ours."""
-    fields = "".join(f"<{name}>{_xml(value)}</{name}>" for name, value in
-                     {"Code": code, "Message": message, **extra,
-                      "RequestId": secrets.token_hex(8).upper()}.items())
-    xml = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error>{fields}</Error>'
-    return Reply(status, orjson.Fragment(xml.encode()), {"Content-Type": "application/xml"})
-
-
-def _xml(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-class UrlSigner:
-    """Signs and checks PUT URLs the way S3 presigned URLs behave: the signature covers the
-    method, the key, the Content-Type and the expiry, so any other use is refused."""
-
-    def __init__(self, key: bytes) -> None:
-        self._key = key
-
-    def _signature(self, method: str, path: str, content_type: str, amz_date: str,
-                   expires: str) -> str:
-        text = "\n".join((method, path, content_type, amz_date, expires))
-        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
-
-    def sign(self, base_url: str, path: str, content_type: str, expires: int,
-             now: float) -> str:
-        amz_date = time.strftime(_AMZ_DATE, time.gmtime(now))
-        query = {
-            "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
-            "X-Amz-Credential": f"SANDBOXAKIA/{amz_date[:8]}/eu-west-2/s3/aws4_request",
-            "X-Amz-Date": amz_date,
-            "X-Amz-Expires": str(expires),
-            "X-Amz-SignedHeaders": "content-type;host",
-            "X-Amz-Signature": self._signature("PUT", path, content_type, amz_date,
-                                               str(expires)),
-        }
-        return f"{base_url}{quote(path)}?{urlencode(query)}"
-
-    def check(self, request: Request, path: str, now: float) -> Reply | None:
-        """None when the request may go on; otherwise S3's 403."""
-        query = request.query
-        needed = ("X-Amz-Date", "X-Amz-Expires", "X-Amz-Signature")
-        if any(not query.get(name) for name in needed):
-            return s3_error(403, "AccessDenied", "Query-string authentication requires the "
-                            "X-Amz-Date, X-Amz-Expires and X-Amz-Signature parameters")
-        content_type = request.header("Content-Type") or ""
-        expected = self._signature(request.method, path, content_type, query["X-Amz-Date"],
-                                   query["X-Amz-Expires"])
-        if not hmac.compare_digest(expected, query["X-Amz-Signature"]):
-            return s3_error(403, "SignatureDoesNotMatch", "The request signature we calculated "
-                            "does not match the signature you provided. Check your key and "
-                            "signing method.", SignatureProvided=query["X-Amz-Signature"])
-        issued = datetime.strptime(query["X-Amz-Date"], _AMZ_DATE).replace(tzinfo=UTC)
-        if now >= issued.timestamp() + int(query["X-Amz-Expires"]):
-            return s3_error(403, "AccessDenied", "Request has expired",
-                            Expires=query["X-Amz-Expires"])
-        return None
 
 
 # -- the platform's state ------------------------------------------------------------------------
@@ -332,7 +283,7 @@ class UsmartCatalog:
         self._store = store
         with store.lock:
             self.state: dict[str, Any] = store.read_meta() or _fresh_state()
-        self.signer = UrlSigner(bytes.fromhex(self.state["signing_key"]))
+        self.signer = SignedUrls(bytes.fromhex(self.state["signing_key"]))
 
     @property
     def lock(self) -> Any:
@@ -342,7 +293,19 @@ class UsmartCatalog:
         self._store.write_meta(self.state)
 
     def object_path(self, reference: str) -> Path:
-        return self._store.root / "objects" / hashlib.sha256(reference.encode()).hexdigest()
+        """Where the object uploaded under `reference` is kept (the store's `files/`)."""
+        return self._store.file_path(_object_name(reference))
+
+    def keep_object(self, reference: str, request: Request) -> tuple[int, str]:
+        """The PUT's body kept as the object: moved when the server streamed it to disk
+        (big files are never copied, nor held in memory). Its size and MD5 (S3's ETag)."""
+        if request.body_path is None:
+            return request.save_body(self.object_path(reference))
+        with request.body_path.open("rb") as body:
+            digest = hashlib.file_digest(body, "md5").hexdigest()
+        size = request.body_path.stat().st_size
+        self._store.keep_file(_object_name(reference), request.body_path)
+        return size, digest
 
     def dataset(self, guid: Any) -> dict[str, Any]:
         if not isinstance(guid, str) or not guid:
@@ -374,7 +337,11 @@ class UsmartCatalog:
         with self.lock:
             self._store.wipe()
             self.state = _fresh_state()
-            self.signer = UrlSigner(bytes.fromhex(self.state["signing_key"]))
+            self.signer = SignedUrls(bytes.fromhex(self.state["signing_key"]))
+
+
+def _object_name(reference: str) -> str:
+    return hashlib.sha256(reference.encode()).hexdigest()
 
 
 def _revision_record(reference: str, upload: Mapping[str, Any], parsed: ParsedCsv,
@@ -391,10 +358,9 @@ def _revision_record(reference: str, upload: Mapping[str, Any], parsed: ParsedCs
     }
 
 
-_ACTION_PATH = re.compile(r"/org/([^/]+)/([A-Za-z0-9]+:[A-Za-z0-9]+)\Z")
-_READ_PATH = re.compile(r"/org/([^/]+)/([^/]+)/latest/urql\Z")
-_S3_PATH = re.compile(r"/s3/" + re.escape(BUCKET) + r"/(.+)\Z")
-_LIMIT = re.compile(r"limit\((\d+),(\d+)\)")
+_LIMIT = re.compile(r"limit\((\d+),(\d+)\)\Z")
+S3_MAX_PUT_BYTES = 5 * 1024**3
+"""S3 takes a single PUT of up to 5 GiB."""
 
 
 class UsmartEmulator:
@@ -403,11 +369,20 @@ class UsmartEmulator:
     name: ClassVar[str] = "usmart"
     prefix: ClassVar[str] = "/usmart"
     credential_sources: ClassVar[tuple[str, ...]] = ("header:api-key-id",)
-    """Where the kit's per-credential rate limit finds the key (issue 14's kit)."""
+    """Where the kit's per-credential rate limit finds the key."""
+    max_upload_bytes: ClassVar[int] = S3_MAX_PUT_BYTES
+    """Uploads to the signed URLs may pass the server's `max_body_bytes` (JSON bodies of
+    the actions keep it): S3 takes files far bigger than any API call."""
 
     def __init__(self, store: Store) -> None:
         self.catalog = UsmartCatalog(store)
-        self.clock = time.time
+        self.routes = Routes()
+        for method in ("GET", "POST"):
+            self.routes.add(method, "/_sandbox/settings", self._settings)
+        for method in ("PUT", "GET", "POST", "DELETE"):  # S3 judges the signature, not routes
+            self.routes.add(method, f"/s3/{BUCKET}/uploads/{{upload}}/{{name}}", self._s3_put)
+        self.routes.add("POST", "/org/{org}/{action}", self._action)
+        self.routes.add("GET", "/org/{org}/{resource}/latest/urql", self._read)
         self._actions = {
             "dataset:view": self._view,
             "s3:generatePutRequest": self._generate_put,
@@ -420,7 +395,7 @@ class UsmartEmulator:
     # -- the emulator contract -------------------------------------------------------------------
     def handle(self, request: Request) -> Reply:
         try:
-            return self._dispatch(request)
+            return self.routes.dispatch(request)
         except ApiError as exc:
             return Reply(exc.status, self.error_body(exc.status, exc.message), exc.headers)
 
@@ -449,26 +424,13 @@ class UsmartEmulator:
         self.catalog.reset()
 
     # -- routing ---------------------------------------------------------------------------------
-    def _dispatch(self, request: Request) -> Reply:
-        path = request.path
-        if path == "/_sandbox/settings":
-            return self._settings(request)
-        if (match := _S3_PATH.match(path)) is not None:
-            return self._s3_put(request, unquote(match.group(1)))
-        if (match := _ACTION_PATH.match(path)) is not None:
-            self._authenticate(request, match.group(1))
-            action = self._actions.get(match.group(2))
-            if action is None:
-                raise ApiError(404, f"unknown action {match.group(2)}")
-            if request.method != "POST":
-                raise ApiError(405, f"{match.group(2)} takes POST", {"Allow": "POST"})
-            return action(request.json_object(), request)
-        if (match := _READ_PATH.match(path)) is not None:
-            self._authenticate(request, match.group(1))
-            if request.method != "GET":
-                raise ApiError(405, "urql takes GET", {"Allow": "GET"})
-            return self._read(match.group(2), request)
-        raise ApiError(404, f"no route {path}")
+    def _action(self, request: Request) -> Reply:
+        self._authenticate(request, request.path_params["org"])
+        name = request.path_params["action"]
+        action = self._actions.get(name)
+        if action is None:
+            raise ApiError(404, f"unknown action {name}")
+        return action(request.json_object(), request)
 
     @staticmethod
     def _authenticate(request: Request, org: str) -> None:
@@ -527,26 +489,35 @@ class UsmartEmulator:
         content_type = CONTENT_TYPES.get(Path(base).suffix.lower(), "application/octet-stream")
         reference = f"uploads/{uuid.uuid4()}/{base}"
         settings = self.catalog.state["settings"]
-        expires = settings["signed_url_expires_seconds"]
-        issued = self.clock()
+        expires_in = settings["signed_url_expires_seconds"]
         with self.catalog.lock:
             if settings.get("expired_urls_to_issue"):  # a test's way to get a stale URL
                 settings["expired_urls_to_issue"] -= 1
-                issued -= expires + 1
+                expires_in = -1
                 self.catalog.save()
         # the URL points back at this server: the Host header says where that is
-        base_url = f"http://{request.header('Host') or '127.0.0.1'}{self.prefix}"
-        url = self.catalog.signer.sign(base_url, f"/s3/{BUCKET}/{reference}", content_type,
-                                       expires, issued)
+        path = f"/s3/{BUCKET}/{reference}"
+        query = self.catalog.signer.sign("PUT", path, expires_in, {"content-type": content_type})
+        url = f"http://{request.header('Host') or '127.0.0.1'}{self.prefix}{quote(path)}?{query}"
         return Reply(200, {"result": {"signedRequest": url, "contentType": content_type,
                                       "reference": reference}})
 
-    def _s3_put(self, request: Request, key: str) -> Reply:
-        refused = self.catalog.signer.check(request, f"/s3/{BUCKET}/{key}", self.clock())
-        if refused is not None:
-            return refused
+    def _s3_put(self, request: Request) -> Reply:
+        """S3 checks a presigned request: the method, the path, the signed Content-Type
+        and the expiry are bound by the signature; anything else is a 403 in XML."""
+        params = request.path_params
+        key = f"uploads/{params['upload']}/{unquote(params['name'])}"
+        try:
+            signed = self.catalog.signer.verify(request.method, f"/s3/{BUCKET}/{key}",
+                                                request.query)
+        except SignatureRefused as refused:
+            return s3_error(403, refused.code, refused.message)
+        if (request.header("Content-Type") or "") != signed.get("content-type"):
+            return s3_error(403, "SignatureDoesNotMatch", "The request signature we calculated "
+                            "does not match the signature you provided (the Content-Type "
+                            "differs from the signed one)")
         leaked = sorted(name for name in ("api-key-id", "api-key-secret") if request.header(name))
-        size, digest = _save_body(request, self.catalog.object_path(key))
+        size, digest = self.catalog.keep_object(key, request)
         etag = f'"{digest}"'
         with self.catalog.lock:
             self.catalog.state["uploads"][key] = {
@@ -554,7 +525,7 @@ class UsmartEmulator:
                 "contentType": request.header("Content-Type"), "key_headers_sent": leaked,
             }
             self.catalog.save()
-        return Reply(200, orjson.Fragment(b""), {"ETag": etag})
+        return Reply.empty(200, {"ETag": etag})
 
     def _uploaded(self, body: Mapping[str, Any]) -> tuple[str, dict[str, Any], ParsedCsv]:
         reference, size = body.get("reference"), body.get("fileSize")
@@ -622,9 +593,11 @@ class UsmartEmulator:
         return Reply(200, {"result": {"resourceContainerGUID": guid, "status": "processed"}})
 
     # -- read route ------------------------------------------------------------------------------
-    def _read(self, resource: str, request: Request) -> Reply:
+    def _read(self, request: Request) -> Reply:
         """A pipeline serves the revisions of its last refresh, file after file; a file GUID
         serves its latest revision. ``limit(n,offset)`` pages; without it, every row."""
+        self._authenticate(request, request.path_params["org"])
+        resource = request.path_params["resource"]
         limit, offset = _paging(request)
         with self.catalog.lock:
             try:
@@ -648,31 +621,12 @@ class UsmartEmulator:
         return Reply(200, rows)
 
 
-def _save_body(request: Request, destination: Path) -> tuple[int, str]:
-    """The request body to a file; its size and MD5 (S3's ETag).
-
-    TODO(kit): issue 14's kit streams big bodies to disk and offers `Request.save_body`;
-    until then the body arrives in memory (and is limited by max_body_bytes)."""
-    save = getattr(request, "save_body", None)
-    if save is not None:
-        return save(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    destination.write_bytes(request.body)
-    return len(request.body), hashlib.md5(request.body, usedforsecurity=False).hexdigest()
-
-
 def _paging(request: Request) -> tuple[int | None, int]:
-    """``limit(n,offset)`` from the query string.
-
-    TODO(kit): the server parses queries with ``parse_qsl`` and drops ``limit(n,offset)`` (no
-    ``=``); it is read here from a raw query when the kit provides one, or from a key kept
-    with a blank value."""
-    raw = getattr(request, "raw_query", None) or "&".join(request.query)
-    match = _LIMIT.search(raw)
-    if match is None:
-        return None, 0
-    limit, offset = int(match.group(1)), int(match.group(2))
-    return limit, offset
+    """``limit(n,offset)`` from the query string (a parameter without a value); None: all."""
+    for key in request.query:
+        if match := _LIMIT.match(key):
+            return int(match.group(1)), int(match.group(2))
+    return None, 0
 
 
 __all__ = [

@@ -23,10 +23,12 @@ from target_core.sandbox import SandboxServer
 from target_core.sandbox.store import Store
 from target_datainsider.sandbox import SANDBOX_API_KEY
 from target_graphitenote.sandbox import SANDBOX_DATASET_CODE, SANDBOX_TOKEN, SANDBOX_USER_CODE
+from target_usmart import sandbox as usmart_sandbox
 
 TARGET_CMD = [sys.executable, "-m", "target_graphitenote"]
 DI_CMD = [sys.executable, "-m", "target_datainsider"]
 DI_DATABASE = "shop"
+US_CMD = [sys.executable, "-m", "target_usmart"]
 
 
 class NumberText(str):
@@ -129,6 +131,24 @@ def di_config(sandbox: Sandbox) -> dict[str, Any]:
     return {"api_key": SANDBOX_API_KEY, "api_url": sandbox.di_url, "database": DI_DATABASE}
 
 
+@pytest.fixture
+def us_config(sandbox: Sandbox) -> dict[str, Any]:
+    """A working target-usmart config for the sandbox (its seeded dataset)."""
+    return {"org_guid": usmart_sandbox.SANDBOX_ORG,
+            "api_key_id": usmart_sandbox.SANDBOX_KEY_ID,
+            "api_key_secret": usmart_sandbox.SANDBOX_KEY_SECRET,
+            "api_url": sandbox.server.api_url("usmart"),
+            "dataset_guid": usmart_sandbox.SANDBOX_DATASET}
+
+
+def us_landed_rows(sandbox: Sandbox, dataset: str = usmart_sandbox.SANDBOX_DATASET
+                   ) -> list[dict]:
+    """Every row of the latest revision of each file of a uSmart dataset, file after file
+    in the order they were created (what a refreshed output pipeline serves)."""
+    files = sandbox._control("GET", "state")["usmart"]["datasets"][dataset]["files"]
+    return [row for file in files.values() for row in file["revisions"][-1]["data"]]
+
+
 @dataclass
 class Loading:
     """One target against the sandbox, as tests shared by every platform see it."""
@@ -141,11 +161,14 @@ class Loading:
     """The `id` of every row the platform holds for stream `items`, in order."""
 
 
-@pytest.fixture(params=["graphitenote", "datainsider"])
+@pytest.fixture(params=["graphitenote", "datainsider", "usmart"])
 def loading(request: pytest.FixtureRequest, sandbox: Sandbox) -> Loading:
     if request.param == "graphitenote":
         return Loading(TARGET_CMD, request.getfixturevalue("gn_config"),
                        "/graphitenote/api/dataset-fill", lambda: [r["id"] for r in sandbox.rows()])
+    if request.param == "usmart":  # files of ~1,000 bytes: each confirmed alone, STATE moves
+        return Loading(US_CMD, {**request.getfixturevalue("us_config"), "max_file_bytes": 1000},
+                       "/usmart/s3/*", lambda: [r["id"] for r in us_landed_rows(sandbox)])
     return Loading(DI_CMD, request.getfixturevalue("di_config"), "/datainsider/api/ingestion/batch",
                    lambda: [r["id"] for r in sandbox.di_rows("items")])
 
@@ -198,7 +221,8 @@ def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
 def target_env(**extra: str) -> dict[str, str]:
     """The environment without any TARGET_* settings of the developer's own."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("TARGET_GRAPHITENOTE_", "TARGET_DATAINSIDER_"))}
+           if not k.startswith(("TARGET_GRAPHITENOTE_", "TARGET_DATAINSIDER_",
+                                "TARGET_USMART_"))}
     env.update(extra)
     return env
 

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("target_core", "target_graphitenote")
+PACKAGES = ("target_core", "target_graphitenote", "target_usmart")
 
 
 def _module_name(path: Path) -> str:

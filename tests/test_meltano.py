@@ -1,5 +1,5 @@
-"""End to end through Meltano: tap-jsonl -> target-graphitenote and target-datainsider -> a
-sandbox in its own process.
+"""End to end through Meltano: tap-jsonl -> target-graphitenote, target-datainsider and
+target-usmart -> a sandbox in its own process.
 
 The project's meltano.yml and demo/customers.jsonl are copied into a temp dir (pip_url of the
 loader pointed at this checkout), so `.meltano/` (plugin venvs, state DB) never lands in the
@@ -14,14 +14,20 @@ import json
 import os
 import shutil
 import subprocess
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from conftest import sandbox_cmd
 
 from target_datainsider.target import TargetDataInsider
+from target_usmart.sandbox import SANDBOX_KEY_ID as US_KEY_ID
+from target_usmart.sandbox import SANDBOX_KEY_SECRET as US_KEY_SECRET
+from target_usmart.sandbox import SANDBOX_ORG as US_ORG
+from target_usmart.target import TargetUsmart
 
 REPO = Path(__file__).resolve().parents[1]
 MELTANO = Path(os.environ.get("MELTANO_BIN", REPO / ".venv-meltano" / "bin" / "meltano"))
@@ -41,7 +47,7 @@ def project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     (root / "demo").mkdir(parents=True)
     text = (REPO / "meltano.yml").read_text(encoding="utf-8")
-    assert text.count("pip_url: -e .\n") == 2, "meltano.yml: expected two `pip_url: -e .`"
+    assert "pip_url: -e .\n" in text, "meltano.yml: expected loaders with `pip_url: -e .`"
     text = text.replace("pip_url: -e .\n", f"pip_url: -e {REPO}\n")
     (root / "meltano.yml").write_text(text, encoding="utf-8")
     shutil.copy(CUSTOMERS, root / "demo" / "customers.jsonl")
@@ -49,8 +55,8 @@ def project(tmp_path: Path) -> Path:
 
 
 def _env(sandbox_url: str) -> dict[str, str]:
-    drop = ("TARGET_GRAPHITENOTE_", "TARGET_DATAINSIDER_", "TAP_JSONL_", "MELTANO_",
-            "VIRTUAL_ENV")
+    drop = ("TARGET_GRAPHITENOTE_", "TARGET_DATAINSIDER_", "TARGET_USMART_", "TAP_JSONL_",
+            "MELTANO_", "VIRTUAL_ENV")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(
         MELTANO_SEND_ANONYMOUS_USAGE_STATS="false",
@@ -58,6 +64,7 @@ def _env(sandbox_url: str) -> dict[str, str]:
         UV_PYTHON_DOWNLOADS="never",
         TARGET_GRAPHITENOTE_API_URL=f"{sandbox_url}/graphitenote/api",
         TARGET_DATAINSIDER_API_URL=f"{sandbox_url}/datainsider/api",
+        TARGET_USMART_API_URL=f"{sandbox_url}/usmart",
     )
     return env
 
@@ -197,3 +204,52 @@ def test_meltano_yml_declares_every_datainsider_setting_and_both_keys_sensitive(
     assert set(TargetDataInsider.config_jsonschema["properties"]) <= set(settings)
     sensitive = {name for name, setting in settings.items() if setting.get("sensitive")}
     assert sensitive == {"api_key", "lake_api_key"}
+
+
+def test_meltano_run_lands_every_customer_in_usmart(project: Path, sandbox_url: str,
+                                                    tmp_path: Path) -> None:
+    """Two runs (overwrite, the dev environment): customers.csv created, then revised; the
+    output pipeline serves the second revision, read back through the read route."""
+    env = _env(sandbox_url)
+    _meltano(project, env, "install", "loader", "target-usmart", timeout=300)
+    _meltano(project, env, "install", "extractor", "tap-jsonl", timeout=300)
+    _meltano(project, env, "run", "tap-jsonl", "target-usmart")
+    _meltano(project, env, "run", "tap-jsonl", "target-usmart")
+
+    dataset = _shown(tmp_path / "sandbox")["usmart"]["datasets"][DATASET]
+    (file,) = dataset["files"].values()
+    assert file["fileName"] == "customers.csv"
+    assert [r["revision"] for r in file["revisions"]] == [1, 2]
+    (pipeline,) = dataset["resourceContainers"]
+    assert len(dataset["resourceContainers"][pipeline]["refreshes"]) == 2
+    read = requests.get(
+        f"{sandbox_url}/usmart/org/{US_ORG}/{pipeline}/latest/urql?limit(1000,0)",
+        headers={"api-key-id": US_KEY_ID, "api-key-secret": US_KEY_SECRET}, timeout=30)
+    assert read.status_code == 200, read.text
+    rows = {row["id"]: row for row in json.loads(read.content, parse_float=Decimal)}
+    expected = [json.loads(line, parse_float=Decimal)
+                for line in CUSTOMERS.read_text(encoding="utf-8").splitlines()]
+    assert sorted(rows) == [record["id"] for record in expected]
+    assert not {"_sdc_filename", "_sdc_stream"} & set(next(iter(rows.values())))
+    for record in expected:
+        row, where = rows[record["id"]], f"customer {record['id']}"
+        for key in ("name", "email", "country"):
+            assert row[key] == record[key], where
+        assert row["signup_at"].endswith("Z"), where  # ISO 8601 in UTC, the instant kept
+        assert _utc_text(row["signup_at"]) == _utc_text(record["signup_at"]), where
+        assert row["lifetime_value"] == record["lifetime_value"], where  # the tap's digits
+        assert row["is_active"] is record["is_active"], where
+        assert json.loads(row["tags"]) == record["tags"], where
+        if record["address"] is None:
+            assert row["address"] is None, where
+        else:
+            assert json.loads(row["address"], parse_float=Decimal) == record["address"], where
+
+
+def test_meltano_yml_declares_every_usmart_setting_and_both_keys_sensitive() -> None:
+    project = yaml.safe_load((REPO / "meltano.yml").read_text(encoding="utf-8"))
+    (loader,) = [p for p in project["plugins"]["loaders"] if p["name"] == "target-usmart"]
+    settings = {setting["name"]: setting for setting in loader["settings"]}
+    assert set(TargetUsmart.config_jsonschema["properties"]) <= set(settings)
+    sensitive = {name for name, setting in settings.items() if setting.get("sensitive")}
+    assert sensitive == {"api_key_id", "api_key_secret"}

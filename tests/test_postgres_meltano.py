@@ -1,5 +1,6 @@
 """Incremental end to end: PostgreSQL -> meltanolabs-tap-postgres -> Meltano -> each target
-(target-graphitenote, target-datainsider: the same test, parametrized by `Loader`).
+(target-graphitenote, target-datainsider, target-usmart: the same test, parametrized by
+`Loader`).
 
 A throwaway PostgreSQL cluster (port and socket of its own, 127.0.0.1 only, server time zone
 Asia/Kolkata so the UTC conversion is really exercised) holds `orders`: 25,000 rows with
@@ -251,14 +252,37 @@ LOADERS = [
            "/datainsider/api/ingestion/batch",
            lambda shown: shown["datainsider"]["databases"]["shop"]["tables"]["public_orders"],
            {"id": "int64", "amount": "double", "updated_at": "datetime64"}),
+    Loader("target-usmart",
+           # files of ~100 kB, each registered and refreshed alone: STATE moves mid-run
+           lambda url: {"api_url": f"{url}/usmart", "org_guid": "sandbox-org",
+                        "api_key_id": "us-sandbox-key-id",
+                        "api_key_secret": "us-sandbox-key-secret", "dataset_guid": DATASET,
+                        "max_file_bytes": 100_000},
+           "/usmart/s3/*",
+           lambda shown: _usmart_table(shown["usmart"]["datasets"][DATASET]),
+           {"id": "number", "amount": "number", "updated_at": "datetime"}),
 ]
+
+
+def _usmart_table(dataset: dict[str, Any]) -> dict[str, Any]:
+    """A uSmart dataset's files (latest revisions, in creation order) as one table; its
+    ISO 8601 UTC date-times (`...Z`) shown as `YYYY-MM-DD HH:MM:SS`, the instant checked."""
+    rows, columns = [], []
+    for file in dataset["files"].values():
+        revision = file["revisions"][-1]
+        columns = [{"name": c["name"], "class_name": c["type"]} for c in revision["columns"]]
+        for row in revision["data"]:
+            assert row["updated_at"].endswith("Z"), row
+            rows.append({**row, "updated_at": _utc(row["updated_at"].replace("Z", "+00:00"))})
+    return {"rows": rows, "columns": columns}
 
 
 # -- Meltano ----------------------------------------------------------------------------------
 
 
 def _clean_env() -> dict[str, str]:
-    drop = ("TARGET_GRAPHITENOTE_", "TAP_POSTGRES_", "MELTANO_", "VIRTUAL_ENV", "PG")
+    drop = ("TARGET_GRAPHITENOTE_", "TARGET_USMART_", "TAP_POSTGRES_", "MELTANO_", "VIRTUAL_ENV",
+            "PG")
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
 

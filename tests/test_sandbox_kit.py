@@ -50,6 +50,33 @@ def test_routes_with_path_parameters_answer_404_and_405_alike() -> None:
     assert wrong_method.value.status == 405 and wrong_method.value.headers == {"Allow": "POST"}
 
 
+def test_query_parameters_without_a_value_are_kept(server: SandboxServer) -> None:
+    """`?limit(2,1)` (uSmart's read API) has no `=`: it reaches the emulator as a key."""
+    answer = requests.get(url(server, "/things/t?limit(2,1)&flag&a=b"), timeout=10).json()
+    assert answer["query"] == {"limit(2,1)": "", "flag": "", "a": "b"}
+
+
+def test_an_emulator_may_take_bigger_uploads_than_the_server_limit(tmp_path: Path) -> None:
+    """`max_upload_bytes` raises the limit for bodies that are not JSON (files) only."""
+    from echoplatform import EchoEmulator
+
+    class BigFiles(EchoEmulator):
+        max_upload_bytes = 2_000_000
+
+    with SandboxServer(tmp_path / "data", emulators=[BigFiles],
+                       max_body_bytes=300_000) as big:
+        put = requests.put(f"{big.api_url('echo')}/things/f", data=b"x" * 1_500_000,
+                           headers={"Content-Type": "text/csv"}, timeout=30)
+        assert put.status_code == 200 and put.json()["body"]["on_disk"] is True
+        too_big = requests.put(f"{big.api_url('echo')}/things/f", data=b"x" * 2_000_001,
+                               headers={"Content-Type": "text/csv"}, timeout=30)
+        assert too_big.status_code == 413
+        json_body = requests.put(f"{big.api_url('echo')}/things/f", data=b"[" + b"1," * 200_000
+                                 + b"1]", headers={"Content-Type": "application/json"},
+                                 timeout=30)
+        assert json_body.status_code == 413
+
+
 def test_replies_that_are_not_json(server: SandboxServer) -> None:
     xml = requests.get(url(server, "/xml"), timeout=10)
     assert xml.status_code == 400 and xml.headers["Content-Type"] == "application/xml"

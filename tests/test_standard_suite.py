@@ -12,11 +12,13 @@ import datetime as dt
 import json
 import tempfile
 from collections import defaultdict
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from singer_sdk.testing import get_target_test_class
 
 from target_core.columns import identifier
@@ -26,6 +28,9 @@ from target_datainsider.sink import normalize_name
 from target_datainsider.target import TargetDataInsider
 from target_graphitenote.sandbox import SANDBOX_TOKEN, SANDBOX_USER_CODE
 from target_graphitenote.target import TargetGraphiteNote
+from target_usmart import sandbox as usmart_sandbox
+from target_usmart.sink import csv_file_name
+from target_usmart.target import TargetUsmart
 
 # The suite's config is fixed when the test class is built, so its sandbox starts at import.
 _SERVER = SandboxServer(Path(tempfile.mkdtemp(prefix="gn-suite-"))).start()
@@ -48,12 +53,22 @@ DI_CONFIG: dict[str, Any] = {
     "batch_size_rows": 3,
 }
 
+US_CONFIG: dict[str, Any] = {
+    "org_guid": usmart_sandbox.SANDBOX_ORG,
+    "api_key_id": usmart_sandbox.SANDBOX_KEY_ID,
+    "api_key_secret": usmart_sandbox.SANDBOX_KEY_SECRET,
+    "api_url": _SERVER.api_url("usmart"),
+    "dataset_guid": usmart_sandbox.SANDBOX_DATASET,  # each stream its own file in it
+    "batch_size_rows": 3,
+}
+
 TestTargetGraphiteNote = get_target_test_class(
     TargetGraphiteNote, config=CONFIG, parse_env_config=False
 )
 TestTargetDataInsider = get_target_test_class(
     TargetDataInsider, config=DI_CONFIG, parse_env_config=False
 )
+TestTargetUsmart = get_target_test_class(TargetUsmart, config=US_CONFIG, parse_env_config=False)
 
 STREAMS = resources.files("singer_sdk.testing") / "target_test_streams"
 LOADABLE = [
@@ -135,3 +150,57 @@ def test_standard_stream_lands_in_datainsider_value_by_value(name: str, tmp_path
             for key, value in sent.items():
                 column = normalize_name(key)
                 assert _same_value(got[column], value, types[column]), (stream, key, got[column])
+
+
+def _usmart_read_route(server: SandboxServer, file_guid: str) -> list[dict[str, Any]]:
+    """A file's rows as uSmart's read API serves them (`urql?limit(n,offset)`)."""
+    url = (f"{server.api_url('usmart')}/org/{usmart_sandbox.SANDBOX_ORG}/{file_guid}"
+           f"/latest/urql?limit(100000,0)")
+    response = requests.get(url, timeout=30, headers={
+        "api-key-id": usmart_sandbox.SANDBOX_KEY_ID,
+        "api-key-secret": usmart_sandbox.SANDBOX_KEY_SECRET})
+    assert response.status_code == 200, response.text
+    return json.loads(response.content, parse_float=Decimal)
+
+
+def _same_in_usmart(got: Any, sent: Any) -> bool:
+    """A value read back from uSmart (typed by the file's first row) against the tap's."""
+    if sent is None or isinstance(sent, bool):
+        return got is sent or got == str(sent).lower()
+    if isinstance(sent, (dict, list)):
+        return json.loads(got) == sent
+    if isinstance(sent, (int, float)):  # a number column, or text when the first row's
+        return Decimal(str(got)) == Decimal(repr(sent))  # cell was empty
+    if isinstance(got, str) and got.endswith("Z") and got != sent:  # a date-time, in UTC
+        return _instant(got) == _instant(sent)
+    return got == sent
+
+
+@pytest.mark.parametrize("name", LOADABLE)
+def test_standard_stream_lands_in_usmart_value_by_value(name: str, tmp_path: Path) -> None:
+    with SandboxServer(tmp_path) as server:
+        config = {**US_CONFIG, "api_url": server.api_url("usmart")}
+        target = TargetUsmart(config=config, parse_env_config=False)
+        target.listen(open(STREAMS / f"{name}.singer"))  # noqa: SIM115 - listen reads to the end
+        files = server.emulators["usmart"].snapshot(0)["datasets"][
+            usmart_sandbox.SANDBOX_DATASET]["files"]
+        landed = {file["fileName"].rsplit("-", 1)[0]: _usmart_read_route(server, guid)
+                  for guid, file in files.items()}
+    expected = _records(name)  # a stream with no records: no file
+    assert set(landed) == {csv_file_name(stream).removesuffix(".csv") for stream in expected}
+    for stream, records in expected.items():
+        rows = landed[csv_file_name(stream).removesuffix(".csv")]
+        assert len(rows) == len(records), stream
+        remaining = list(records)  # the most complete record comes first: match each row
+        for row in rows:
+            index = next((i for i, sent in enumerate(remaining) if _row_is(row, sent)), None)
+            assert index is not None, (stream, row, remaining)
+            remaining.pop(index)
+
+
+def _row_is(row: dict[str, Any], sent: dict[str, Any]) -> bool:
+    """Every value of the record read back, and null in the columns it has no value for."""
+    columns = {identifier(key): value for key, value in sent.items()}
+    return set(columns) <= set(row) and all(
+        _same_in_usmart(row[column], columns[column]) if column in columns
+        else row[column] is None for column in row)

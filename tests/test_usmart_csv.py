@@ -15,12 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from target_core.columns import Column, ColumnType
+from target_core.conversions import exact_number
+from target_core.formats import FormatWriter
 from target_usmart.ingest_csv import IngestCsvWriter, iso_datetime
 from target_usmart.sandbox import csv_records, decode_cell, infer_type, parse_csv
 
@@ -49,7 +52,11 @@ VALUES: dict[ColumnType, st.SearchStrategy[Any]] = {
     T.INTEGER: st.integers(-(10**30), 10**30),
     T.NUMBER: (st.floats(allow_nan=False, allow_infinity=False)
                | st.decimals(allow_nan=False, allow_infinity=False)
-               | st.integers(-(10**20), 10**20)),
+               | st.integers(-(10**20), 10**20)
+               # what the reader makes of a JSON number with a fraction or an exponent
+               # (str of a Decimal is JSON number text, exponents included)
+               | st.decimals(allow_nan=False, allow_infinity=False)
+               .map(lambda d: exact_number(str(d)))),
     T.BOOLEAN: st.booleans(),
     T.DATE: st.dates().map(dt.date.isoformat),
     T.DATETIME: st.builds(lambda moment, zone: moment.replace(tzinfo=zone).isoformat(),
@@ -100,7 +107,10 @@ def assert_same(kind: ColumnType, value: Any, cell: tuple[str, bool]) -> None:
         assert got is None, (cell, value)
         return
     assert fits, (kind, value, cell)
-    if kind is T.NUMBER and isinstance(value, float):
+    if type(value) is msgspec.Raw:
+        assert got == decimal.Decimal(bytes(value).decode()), (value, cell)
+        assert cell[0] == bytes(value).decode(), "the tap's digits, as they came"
+    elif kind is T.NUMBER and isinstance(value, float):
         assert decimal.Decimal(repr(value)) == got and float(got) == value, (value, cell)
     elif kind is T.BOOLEAN:
         assert got is value, (value, cell)
@@ -210,12 +220,17 @@ def test_a_small_file_byte_for_byte(tmp_path: Path) -> None:
 
 def test_numbers_keep_their_digits_without_exponent_or_bare_point(tmp_path: Path) -> None:
     values = [0.8, -0.5, 1e-7, 1.5e300, 1e16, 123456789.123, decimal.Decimal("0.80"),
-              decimal.Decimal("1E+3"), decimal.Decimal(".25"), 10**25]
+              decimal.Decimal("1E+3"), decimal.Decimal(".25"), 10**25,
+              # as the reader decodes JSON numbers: the tap's own text, exponents made
+              # positional once
+              exact_number("0.80"), exact_number("-0.5"), exact_number("1e-7"),
+              exact_number("123456789012345678.123456"), exact_number("2.5E+3")]
     text = write(tmp_path, [column("n", T.NUMBER)], [[v] for v in values])
     lines = text.split("\r\n")[1:-1]
     assert lines[0] == "0.8" and lines[1] == "-0.5" and lines[2] == "0.0000001"
     assert lines[3] == "15" + "0" * 299 and lines[4] == "10000000000000000"
-    assert lines[5:] == ["123456789.123", "0.80", "1000", "0.25", "1" + "0" * 25]
+    assert lines[5:10] == ["123456789.123", "0.80", "1000", "0.25", "1" + "0" * 25]
+    assert lines[10:] == ["0.80", "-0.5", "0.0000001", "123456789012345678.123456", "2500"]
     assert not any("e" in line.lower() or line.startswith(".") for line in lines)
 
 
@@ -311,10 +326,13 @@ def test_memory_stays_flat_with_stream_length(tmp_path: Path) -> None:
 
 
 def test_the_format_writer_interface(tmp_path: Path) -> None:
-    """What issue 14's file sink calls: converters, size, extend, finish."""
+    """What the core's file sink calls: converters, size, extend, finish."""
+    assert issubclass(IngestCsvWriter, FormatWriter)
     number, when = column("n", T.NUMBER), column("at", T.DATETIME)
-    assert IngestCsvWriter.converter_for(number)(decimal.Decimal("0.10")) == decimal.Decimal(
-        "0.10")
+    raw = msgspec.Raw(b"0.10")
+    assert IngestCsvWriter.converter_for(number)(raw) is raw  # the reader's exact text kept
+    assert bytes(IngestCsvWriter.converter_for(number)(decimal.Decimal("0.10"))) == b"0.10"
+    assert bytes(IngestCsvWriter.converter_for(number)(1e-7)) == b"0.0000001"
     with pytest.raises(ValueError, match="must be a number"):
         IngestCsvWriter.converter_for(number)("12")
     assert IngestCsvWriter.converter_for(when)("2024-01-02T03:04:05+01:00") == (

@@ -5,7 +5,9 @@ Every API request goes through the same pipeline before its emulator sees it:
 1. route by prefix (unknown path: 404);
 2. read the body, refusing more than ``max_body_bytes`` (413, body read and discarded so the
    client gets the answer and the connection stays usable); a body that is not JSON and
-   over ``STREAM_TO_DISK_BYTES`` (file uploads) is streamed to a file, never held whole;
+   over ``STREAM_TO_DISK_BYTES`` (file uploads) is streamed to a file, never held whole.
+   An emulator with a ``max_upload_bytes`` attribute takes bodies that are not JSON up to
+   that size when it is the larger (a storage that accepts big files, like S3's PUT);
 3. fault injection by method and path pattern (delay, then drop or an error status);
 4. rate limit per credential (429 with Retry-After), the credential taken from wherever
    the emulator's ``credential_sources`` say (default: the Authorization header);
@@ -117,7 +119,8 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         split = urlsplit(self.path)
         path = split.path
-        query = dict(parse_qsl(split.query))
+        # blank values kept: a parameter without `=` (uSmart's `urql?limit(10,0)`) is a key
+        query = dict(parse_qsl(split.query, keep_blank_values=True))
         if ControlApi.owns(path):
             self._send(self._control_reply(app, path, query))
             return
@@ -163,18 +166,22 @@ class _Handler(BaseHTTPRequestHandler):
             return Reply(404, default_error_body(404, f"no emulator serves {path}"))
         emulator, sub_path = matched
         entry["emulator"] = emulator.name
+        max_bytes = limits.max_body_bytes
+        upload_limit = getattr(emulator, "max_upload_bytes", 0)
+        if upload_limit > max_bytes and not self._is_json():
+            max_bytes = upload_limit  # the emulator takes bigger files (e.g. S3's PUT)
         body_path: Path | None = None
         try:
-            if self._streams_to_disk(limits.max_body_bytes):
+            if self._streams_to_disk(max_bytes):
                 body_path = self._spool_body(app.incoming)
                 body: bytes | None = b""
             else:
-                body = self._read_body(limits.max_body_bytes)
+                body = self._read_body(max_bytes)
         except ApiError as exc:
             return Reply(exc.status, emulator.error_body(exc.status, exc.message))
         if body is None:
             entry["request_bytes"] = self._declared_length()
-            message = f"request body exceeds {limits.max_body_bytes} bytes"
+            message = f"request body exceeds {max_bytes} bytes"
             return Reply(413, emulator.error_body(413, message))
         try:
             return self._emulate(app, emulator, path, sub_path, query, body, body_path, entry)
@@ -230,11 +237,13 @@ class _Handler(BaseHTTPRequestHandler):
         return reply
 
     # socket I/O -----------------------------------------------------------------------------
+    def _is_json(self) -> bool:
+        return (self.headers.get("Content-Type") or "").lower().startswith("application/json")
+
     def _streams_to_disk(self, max_bytes: int) -> bool:
         """A file upload: not JSON, bigger than a small answer, within the size limit."""
-        kind = (self.headers.get("Content-Type") or "").lower()
         length = self._declared_length()
-        return (not kind.startswith("application/json") and
+        return (not self._is_json() and
                 STREAM_TO_DISK_BYTES < length <= max_bytes and
                 "chunked" not in (self.headers.get("Transfer-Encoding") or "").lower())
 
