@@ -12,7 +12,7 @@ from singer_sdk import typing as th
 from target_core.errors import ConfigError
 from target_core.filesink import FileLoad
 from target_core.filetarget import FileTarget
-from target_core.http import ApiSession, RateLimiter, check_url
+from target_core.settings import api_session, check_connection_settings, connection_settings
 from target_usmart.client import DEFAULT_API_URL, PLATFORM, ContractShape, UsmartClient
 from target_usmart.sink import (
     ALL_PIPELINES,
@@ -87,15 +87,8 @@ class TargetUsmart(FileTarget):
                     description="Directory for the spooled CSV files (default: the "
                                 "system's temporary directory). Needs room for the largest "
                                 "stream's file."),
-        th.Property("rate_limit_per_minute", th.IntegerType, default=0,
-                    description="Most API calls in any 60 s; 0 (the default) turns the "
-                                "client-side limit off (uSmart publishes no limit)."),
-        th.Property("request_timeout", th.IntegerType, default=300,
-                    description="Seconds to wait for one API answer (or one upload)."),
-        th.Property("max_retries", th.IntegerType, default=8,
-                    description="Retries of a call after 429, 5xx, a dropped connection or a "
-                                "timeout (exponential backoff; Retry-After is honoured). "
-                                "file:create is repeated only when uSmart cannot have acted."),
+        *connection_settings(rate_limit_default=0,
+                             rate_limit_note="uSmart publishes no limit, hence 0 by default"),
         th.Property("signed_url_attempts", th.IntegerType, default=3,
                     description="Signed upload URLs asked for per file when the storage "
                                 "refuses one (403: expired or not accepted)."),
@@ -132,13 +125,10 @@ class TargetUsmart(FileTarget):
 
     def check_config(self) -> None:
         config = self.config
-        check_url(config["api_url"], "api_url")
-        for name in ("batch_size_rows", "request_timeout", "signed_url_attempts",
-                     "max_file_bytes"):
+        check_connection_settings(config)
+        for name in ("batch_size_rows", "signed_url_attempts", "max_file_bytes"):
             if config.get(name) is not None and config[name] < 1:
                 raise ConfigError(f"{name} must be at least 1")
-        if config["rate_limit_per_minute"] < 0 or config["max_retries"] < 0:
-            raise ConfigError("rate_limit_per_minute and max_retries cannot be negative")
         missing = {"dataset", "reference", "file_name", "file_size"} - set(
             config["file_create_fields"])
         if missing:
@@ -167,16 +157,11 @@ class TargetUsmart(FileTarget):
     def client(self) -> UsmartClient:
         if self._client is None:
             config = self.config
-            session = ApiSession(
-                config["api_url"],
-                platform=PLATFORM,
-                headers={"api-key-id": config["api_key_id"],
-                         "api-key-secret": config["api_key_secret"],
-                         "User-Agent": f"{self.name}/{self.plugin_version}"},
-                timeout=config["request_timeout"],
-                max_retries=config["max_retries"],
-                rate_limiter=RateLimiter(config["rate_limit_per_minute"]),
-            )
+            session = api_session(config, platform=PLATFORM, headers={
+                "api-key-id": config["api_key_id"],
+                "api-key-secret": config["api_key_secret"],
+                "User-Agent": f"{self.name}/{self.plugin_version}",
+            })
             shape = ContractShape(
                 view_files=config["dataset_view_files_path"],
                 view_pipelines=config["dataset_view_pipelines_path"],
