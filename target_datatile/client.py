@@ -101,10 +101,12 @@ class DataTileClient:
         target_hash: str,
         path: Path,
         *,
+        file_name: str | None = None,
         callback_url: str | None = None,
         busy_timeout: float = 3600.0,
     ) -> str:
-        """Upload ``path`` to ``upload/{action}/{target_hash}``; returns the job id.
+        """Upload ``path`` (as ``file_name``: a ``create`` names the database after it) to
+        ``upload/{action}/{target_hash}``; returns the job id.
 
         A busy destination (``busy_status_codes``) is waited out with backoff until
         ``busy_timeout`` seconds have passed; then it is an error that says so."""
@@ -112,7 +114,7 @@ class DataTileClient:
             raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
         route = f"upload/{action}/{target_hash}"
         fields = {self.shape.callback_field: callback_url} if callback_url else {}
-        upload = MultipartFile("dataset", Path(path), Path(path).name,
+        upload = MultipartFile("dataset", Path(path), file_name or Path(path).name,
                                CONTENT_TYPES.get(Path(path).suffix.lower(),
                                                  "application/octet-stream"), fields)
         try:
