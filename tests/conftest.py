@@ -150,6 +150,39 @@ def loading(request: pytest.FixtureRequest, sandbox: Sandbox) -> Loading:
                    lambda: [r["id"] for r in sandbox.di_rows("items")])
 
 
+# -- DataTile (target-datatile: the file path) ---------------------------------------------
+
+DT_CMD = [sys.executable, "-m", "target_datatile"]
+DT_ERROR = "target-datatile: error: "
+
+
+def dt_snapshot(sandbox: Sandbox) -> dict:
+    """The DataTile emulator's state, every row included."""
+    return sandbox.server.emulators["datatile"].snapshot()  # type: ignore[attr-defined]
+
+
+def dt_rows(sandbox: Sandbox, database: str = "sandbox-database") -> list[dict]:
+    return dt_snapshot(sandbox)["databases"][database]["rows"]
+
+
+@pytest.fixture
+def dt_config(sandbox: Sandbox, tmp_path: Path) -> dict[str, Any]:
+    """A working target-datatile config: stream `items` appends to the sandbox database;
+    fast polls."""
+    return {"api_url": sandbox.server.api_url("datatile"), "token": "dt-sandbox-token",
+            "database_map": {"items": "sandbox-database"}, "poll_interval": 0.05,
+            "created_databases_file": str(tmp_path / "created-databases.json")}
+
+
+@pytest.fixture(params=["datatile"])
+def file_loading(request: pytest.FixtureRequest, sandbox: Sandbox) -> Loading:
+    """Targets on the file path: a stream's rows count only once its file is confirmed, at
+    the end of the input (tests/test_kill_resume.py)."""
+    return Loading(DT_CMD, request.getfixturevalue("dt_config"),
+                   "/datatile/api/v2/upload/*",
+                   lambda: [r["id"] for r in dt_rows(sandbox)])
+
+
 # -- Singer messages ------------------------------------------------------------------------
 
 
@@ -198,7 +231,8 @@ def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
 def target_env(**extra: str) -> dict[str, str]:
     """The environment without any TARGET_* settings of the developer's own."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("TARGET_GRAPHITENOTE_", "TARGET_DATAINSIDER_"))}
+           if not k.startswith(("TARGET_GRAPHITENOTE_", "TARGET_DATAINSIDER_",
+                                "TARGET_DATATILE_"))}
     env.update(extra)
     return env
 
