@@ -139,6 +139,8 @@ class Loading:
     """The sandbox path each batch of rows is sent to (for faults)."""
     landed_ids: Callable[[], list[Any]]
     """The `id` of every row the platform holds for stream `items`, in order."""
+    confirm_route: str | None = None
+    """File platforms: the sandbox path polled until an uploaded file is confirmed."""
 
 
 @pytest.fixture(params=["graphitenote", "datainsider"])
@@ -180,7 +182,7 @@ def file_loading(request: pytest.FixtureRequest, sandbox: Sandbox) -> Loading:
     the end of the input (tests/test_kill_resume.py)."""
     return Loading(DT_CMD, request.getfixturevalue("dt_config"),
                    "/datatile/api/v2/upload/*",
-                   lambda: [r["id"] for r in dt_rows(sandbox)])
+                   lambda: [r["id"] for r in dt_rows(sandbox)], "/datatile/api/v2/jobs/*")
 
 
 # -- Singer messages ------------------------------------------------------------------------
@@ -285,13 +287,13 @@ def sandbox_url(tmp_path: Path) -> Iterator[str]:
 
 def spawn_target(
     tmp_path: Path, config: dict[str, Any], stdin: bytes | None = None,
-    stderr: int = subprocess.DEVNULL, command: list[str] = TARGET_CMD,
+    stderr: int = subprocess.DEVNULL, command: list[str] = TARGET_CMD, **env: str,
 ) -> subprocess.Popen[bytes]:
     """The real command line as a running process. With `stdin` bytes, a thread writes them
     and closes the pipe (the target may be killed meanwhile); without, the pipe stays open."""
     proc = subprocess.Popen([*command, "--config", str(write_config(tmp_path, config))],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                            env=target_env())
+                            env=target_env(**env))
     if stdin is not None:
         pipe, proc.stdin = proc.stdin, None  # the feeder owns it: communicate() leaves it be
 
