@@ -203,8 +203,14 @@ def spss_datetime(value: Any) -> str | None:
 
 
 def _fits(text: str | None) -> str | None:
+    """The text as an SPSS string holds it: NUL characters dropped (ReadStat writes C
+    strings: a NUL would silently cut the value there), at most 32,767 UTF-8 bytes."""
+    if text is None:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "")
     # a character is at most 4 UTF-8 bytes: only long texts need encoding to be measured
-    if text is not None and len(text) > MAX_STRING_BYTES // 4:
+    if len(text) > MAX_STRING_BYTES // 4:
         size = len(text.encode())
         if size > MAX_STRING_BYTES:
             raise ValueError(f"is {size} bytes of text; an SPSS string variable holds at most "

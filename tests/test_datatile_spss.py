@@ -184,6 +184,13 @@ def test_reserved_words_are_the_vendors_list() -> None:
             "WITH"} == RESERVED_WORDS
 
 
+def test_nul_characters_are_dropped_not_cut_at() -> None:
+    text = converter_for(Column("t", "t", ColumnType.TEXT, True, False))
+    as_json = converter_for(Column("j", "j", ColumnType.JSON, True, False))
+    assert text("a\x00b \x01c") == "ab \x01c"
+    assert as_json({"k": "a\x00b"}) == '{"k":"a\\u0000b"}'  # JSON escapes it: kept
+
+
 def test_text_over_the_spss_limit_is_refused_by_the_converter() -> None:
     text = converter_for(Column("t", "t", ColumnType.TEXT, True, False))
     as_json = converter_for(Column("j", "j", ColumnType.JSON, True, False))
