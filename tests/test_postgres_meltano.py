@@ -258,7 +258,8 @@ LOADERS = [
 
 
 def _clean_env() -> dict[str, str]:
-    drop = ("TARGET_GRAPHITENOTE_", "TAP_POSTGRES_", "MELTANO_", "VIRTUAL_ENV", "PG")
+    drop = ("TARGET_GRAPHITENOTE_", "TARGET_DATATILE_", "TAP_POSTGRES_", "MELTANO_",
+            "VIRTUAL_ENV", "PG")
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
 
@@ -540,3 +541,103 @@ def test_killed_incremental_run_resumes_from_meltano_state(
     _check_values(after_run3[len(after_run2):], source)
     newest = max(source[i]["updated_at"] for i in new_ids)
     assert _utc(_state_get(project, loader.state_id)["replication_key_value"]) == newest
+
+
+# -- file targets: a stream's file is confirmed at the end of the run ------------------------
+
+FILE_LOADERS = [
+    Loader("target-datatile",
+           lambda url: {"api_url": f"{url}/datatile/api/v2", "token": "dt-sandbox-token",
+                        "database_map": {STREAM: "sandbox-database"}, "poll_interval": 0.1},
+           "/datatile/api/v2/upload/*",
+           lambda shown: shown["datatile"]["databases"]["sandbox-database"],
+           {"id": "numeric", "amount": "numeric", "updated_at": "datetime"}),
+]
+FILE_STREAM_SEEN = "Stream 'public-orders' -> "  # the target's line at the stream's SCHEMA
+
+
+def _run_and_kill_mid_stream(project: Path, loader: Loader) -> None:
+    """`meltano run`, SIGKILLed (the whole group) as soon as the target logged that the
+    stream's rows are coming: mid-stream, long before its file could be finished."""
+    proc = subprocess.Popen(
+        [str(MELTANO), "run", "tap-postgres", loader.name], cwd=project,
+        env=_meltano_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    log: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            log.append(line)
+            if FILE_STREAM_SEEN in line:
+                break
+        else:
+            pytest.fail("meltano run ended before the target saw the stream:\n"
+                        + "".join(log[-60:]))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _group_alive(proc.pid):
+        assert time.monotonic() < deadline, "processes of the killed meltano run still run"
+        time.sleep(0.05)
+
+
+def _check_file_values(landed: list[dict[str, Any]], source: dict[int, dict[str, Any]]) -> None:
+    """SPSS: numbers are doubles, date-times ISO text in UTC, a NULL text is ""."""
+    for row in landed:
+        expected = source[row["id"]]
+        where = f"order {row['id']}"
+        assert row["customer"] == expected["customer"], where
+        assert Decimal(str(row["amount"])) == expected["amount"], where
+        assert row["status"] == (expected["status"] or ""), where
+        assert row["updated_at"] == expected["updated_at"].replace(" ", "T") + ".000000", where
+
+
+@pytest.mark.parametrize("loader", FILE_LOADERS, ids=[loader.name for loader in FILE_LOADERS])
+def test_killed_file_load_resumes_with_nothing_lost_or_doubled(
+    postgres: Postgres, sandbox_url: str, tmp_path: Path, loader: Loader
+) -> None:
+    """Run 1 is SIGKILLed mid-stream: no file was finished, so nothing landed and Meltano
+    stored no state. Run 2 (the stale job aged as above) loads every row exactly once, with
+    the values of the source. Run 3, incremental, adds only the new rows (plus the boundary
+    row the tap re-reads)."""
+    _require(MELTANO.exists(), f"{MELTANO} is missing: `make meltano-venv` installs it")
+    _seed(postgres)
+    source = postgres.orders()
+    project = tmp_path / "project"
+    _write_project(project, postgres, sandbox_url, loader)
+    _meltano(project, "install", timeout=300)
+
+    _run_and_kill_mid_stream(project, loader)
+    assert _stored_bookmark(project, loader.state_id) is None
+    shown = _shown(sandbox_url)
+    assert loader.table(shown)["row_count"] == 0, "a partial file was loaded"
+
+    _age_running_jobs(project, loader.state_id)
+    _meltano(project, "run", "tap-postgres", loader.name)
+    assert _job_states(project, loader.state_id) == ["FAIL", "SUCCESS"]
+    landed = loader.landed(sandbox_url)
+    assert sorted(row["id"] for row in landed) == sorted(source), "lost or doubled"
+    _check_file_values(landed, source)
+    variables = {v["name"]: v["type"] for v in loader.table(_shown(sandbox_url))["variables"]}
+    assert {name: variables[name] for name in loader.column_types} == loader.column_types
+    last = max(row["updated_at"] for row in source.values())
+    assert _utc(_state_get(project, loader.state_id)["replication_key_value"]) == last
+
+    postgres.psql(
+        "INSERT INTO orders (customer, amount, status, updated_at) "
+        "SELECT 'Nüwe Kunde ' || g, g * 1.25, NULL, "
+        "timestamptz '2024-02-01 12:00:00+01' + g * interval '1 minute' "
+        "FROM generate_series(1, 10) AS g"
+    )
+    source = postgres.orders()
+    new_ids = set(sorted(source)[-10:])
+    _meltano(project, "run", "tap-postgres", loader.name)
+    after = loader.landed(sandbox_url)
+    added = Counter(row["id"] for row in after[len(landed):])
+    boundary = {i for i, row in source.items() if row["updated_at"] == last}
+    assert new_ids <= set(added) <= new_ids | boundary, added
+    assert max(added.values()) == 1
+    _check_file_values(after[len(landed):], source)
