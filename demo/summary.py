@@ -83,11 +83,30 @@ def datainsider(snapshot: dict[str, Any], rows: int) -> list[str]:
     return lines
 
 
+def datatile(snapshot: dict[str, Any], rows: int) -> list[str]:
+    databases = snapshot.get("datatile", {}).get("databases", {})
+    lines: list[str] = []
+    for key, database in databases.items():
+        if not database.get("row_count"):
+            continue
+        jobs = [j for j in snapshot["datatile"].get("jobs", []) if j.get("database") == key]
+        last = f"; last job: {jobs[-1]['action']} {jobs[-1]['status']}" if jobs else ""
+        lines.append(
+            f"DataTile database {key!r} ({database.get('name')}): "
+            f"{database.get('row_count')} rows, {len(database.get('variables', []))} "
+            f"variables, {database.get('loads')} loads{last}")
+        variables = ", ".join(f"{v['name']} ({v['format']})" for v in database["variables"])
+        lines.append(f"  variables: {variables}")
+        _rows(lines, database.get("rows", []), rows)
+    return lines
+
+
 def summarise(snapshot: dict[str, Any], only: str | None, rows: int) -> tuple[str, bool]:
     lines: list[str] = []
     loaded = True
     for platform, found in (("Graphite Note", graphite_note(snapshot, only, rows)),
-                            ("DataInsider", datainsider(snapshot, rows))):
+                            ("DataInsider", datainsider(snapshot, rows)),
+                            ("DataTile", datatile(snapshot, rows))):
         if not found:
             found = [f"No {platform} dataset or table holds any rows."]
             loaded = False
