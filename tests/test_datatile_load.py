@@ -286,19 +286,16 @@ def test_busy_past_the_processing_timeout_is_one_clear_line(tmp_path: Path, sand
     assert result.stdout == ""
 
 
-def test_the_quota_error(tmp_path: Path, sandbox: Sandbox, dt_config: dict) -> None:
-    emulator(sandbox).settings.upload_quota = 0
+@pytest.mark.parametrize(("setting", "value", "expected"), [
+    ("upload_quota", 0, "DataTile refused upload/append/sandbox-database for quota (HTTP 402)"),
+    ("max_file_bytes", 100, "DataTile refused the file as too large (HTTP 413"),
+])
+def test_quota_and_file_size_refusals(tmp_path: Path, sandbox: Sandbox, dt_config: dict,
+                                      setting: str, value: int, expected: str) -> None:
+    setattr(emulator(sandbox).settings, setting, value)
     result = run(tmp_path, dt_config, people())
-    assert error_line(result, DT_ERROR).startswith(
-        "DataTile refused upload/append/sandbox-database for quota (HTTP 402)")
+    assert error_line(result, DT_ERROR).startswith(expected)
     assert result.stdout == ""
-
-
-def test_a_file_over_the_size_limit(tmp_path: Path, sandbox: Sandbox, dt_config: dict) -> None:
-    emulator(sandbox).settings.max_file_bytes = 100
-    result = run(tmp_path, dt_config, people())
-    assert error_line(result, DT_ERROR).startswith(
-        "DataTile refused the file as too large (HTTP 413")
 
 
 def test_a_processing_failure_is_one_line_and_no_state(tmp_path: Path, sandbox: Sandbox,

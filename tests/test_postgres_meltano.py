@@ -404,9 +404,10 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _run_and_kill_after_first_state(project: Path, loader: Loader) -> str:
-    """`meltano run` in a session of its own; SIGKILL the group right after Meltano stored a
-    state with a bookmark (it logs STATE_STORED once the state is saved). The bookmark."""
+def _run_and_kill(project: Path, loader: Loader, sign: Callable[[str], bool],
+                  missing: str) -> None:
+    """`meltano run` in a session of its own, SIGKILLed (meltano, the tap and the target)
+    right after a line of its log passes `sign`; fails saying `missing` if none does."""
 
     def kill() -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -420,27 +421,41 @@ def _run_and_kill_after_first_state(project: Path, loader: Loader) -> str:
     watchdog = threading.Timer(120, kill)
     watchdog.start()
     log: list[str] = []
-    bookmark = None
+    seen = False
     try:
         assert proc.stderr is not None
         for line in proc.stderr:
             log.append(line)
-            if STATE_STORED in line and (bookmark := _stored_bookmark(project, loader.state_id)):
+            if sign(line):
+                seen = True
                 kill()
                 break
     finally:
         watchdog.cancel()
         kill()
         proc.wait(timeout=30)
-    if bookmark is None:
-        pytest.fail(f"meltano run ended ({proc.returncode}) before it stored a STATE with a "
-                    "bookmark:\n" + "".join(log[-60:]))
+    if not seen:
+        pytest.fail(f"meltano run ended ({proc.returncode}) {missing}:\n" + "".join(log[-60:]))
     assert proc.returncode == -signal.SIGKILL
     deadline = time.monotonic() + 10
     while _group_alive(proc.pid):
         assert time.monotonic() < deadline, "processes of the killed meltano run still run"
         time.sleep(0.05)
-    return bookmark
+
+
+def _run_and_kill_after_first_state(project: Path, loader: Loader) -> str:
+    """`meltano run`, SIGKILLed right after Meltano stored a state with a bookmark (it logs
+    STATE_STORED once the state is saved). The bookmark."""
+    found: list[str] = []
+
+    def stored(line: str) -> bool:
+        bookmark = STATE_STORED in line and _stored_bookmark(project, loader.state_id)
+        if bookmark:
+            found.append(bookmark)
+        return bool(bookmark)
+
+    _run_and_kill(project, loader, stored, "before it stored a STATE with a bookmark")
+    return found[0]
 
 
 def _utc(value: str) -> str:
@@ -524,6 +539,16 @@ def test_killed_incremental_run_resumes_from_meltano_state(
 
     # run 3: 10 new rows with a later updated_at -> only they land (plus the boundary row the
     # SDK re-reads with `updated_at >= bookmark`)
+    _run_incrementally(postgres, project, sandbox_url, loader, len(after_run2), last,
+                       _check_values)
+
+
+def _run_incrementally(postgres: Postgres, project: Path, sandbox_url: str, loader: Loader,
+                       landed_before: int, last: str,
+                       check: Callable[[list[dict[str, Any]], dict[int, dict[str, Any]]], None],
+                       ) -> None:
+    """10 new rows with a later updated_at, one more `meltano run`: only they land (plus
+    the boundary row the SDK re-reads with `updated_at >= bookmark`), values checked."""
     postgres.psql(
         "INSERT INTO orders (customer, amount, status, updated_at) "
         "SELECT 'Nüwe Kunde ' || g, g * 1.25, NULL, "
@@ -533,12 +558,12 @@ def test_killed_incremental_run_resumes_from_meltano_state(
     source = postgres.orders()
     new_ids = set(sorted(source)[-10:])
     _meltano(project, "run", "tap-postgres", loader.name)
-    after_run3 = loader.landed(sandbox_url)
-    added3 = Counter(row["id"] for row in after_run3[len(after_run2):])
+    after = loader.landed(sandbox_url)
+    added = Counter(row["id"] for row in after[landed_before:])
     boundary = {i for i, row in source.items() if row["updated_at"] == last}
-    assert new_ids <= set(added3) <= new_ids | boundary, added3
-    assert max(added3.values()) == 1
-    _check_values(after_run3[len(after_run2):], source)
+    assert new_ids <= set(added) <= new_ids | boundary, added
+    assert max(added.values()) == 1
+    check(after[landed_before:], source)
     newest = max(source[i]["updated_at"] for i in new_ids)
     assert _utc(_state_get(project, loader.state_id)["replication_key_value"]) == newest
 
@@ -559,29 +584,8 @@ FILE_STREAM_SEEN = "Stream 'public-orders' -> "  # the target's line at the stre
 def _run_and_kill_mid_stream(project: Path, loader: Loader) -> None:
     """`meltano run`, SIGKILLed (the whole group) as soon as the target logged that the
     stream's rows are coming: mid-stream, long before its file could be finished."""
-    proc = subprocess.Popen(
-        [str(MELTANO), "run", "tap-postgres", loader.name], cwd=project,
-        env=_meltano_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )
-    log: list[str] = []
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            log.append(line)
-            if FILE_STREAM_SEEN in line:
-                break
-        else:
-            pytest.fail("meltano run ended before the target saw the stream:\n"
-                        + "".join(log[-60:]))
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    deadline = time.monotonic() + 10
-    while _group_alive(proc.pid):
-        assert time.monotonic() < deadline, "processes of the killed meltano run still run"
-        time.sleep(0.05)
+    _run_and_kill(project, loader, lambda line: FILE_STREAM_SEEN in line,
+                  "before the target saw the stream")
 
 
 def _check_file_values(landed: list[dict[str, Any]], source: dict[int, dict[str, Any]]) -> None:
@@ -626,18 +630,5 @@ def test_killed_file_load_resumes_with_nothing_lost_or_doubled(
     last = max(row["updated_at"] for row in source.values())
     assert _utc(_state_get(project, loader.state_id)["replication_key_value"]) == last
 
-    postgres.psql(
-        "INSERT INTO orders (customer, amount, status, updated_at) "
-        "SELECT 'Nüwe Kunde ' || g, g * 1.25, NULL, "
-        "timestamptz '2024-02-01 12:00:00+01' + g * interval '1 minute' "
-        "FROM generate_series(1, 10) AS g"
-    )
-    source = postgres.orders()
-    new_ids = set(sorted(source)[-10:])
-    _meltano(project, "run", "tap-postgres", loader.name)
-    after = loader.landed(sandbox_url)
-    added = Counter(row["id"] for row in after[len(landed):])
-    boundary = {i for i, row in source.items() if row["updated_at"] == last}
-    assert new_ids <= set(added) <= new_ids | boundary, added
-    assert max(added.values()) == 1
-    _check_file_values(after[len(landed):], source)
+    _run_incrementally(postgres, project, sandbox_url, loader, len(landed), last,
+                       _check_file_values)
