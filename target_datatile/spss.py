@@ -25,13 +25,20 @@ from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 import readstat_arrow
+import readstat_arrow.errors
 
 from target_core import conversions
 from target_core.columns import Column
+from target_core.errors import TargetError
 from target_core.formats import SpooledWriter
 from target_core.rows import Converter
 from target_core.spool import RowSpool
-from target_datatile.variables import SpssVariable, converter_for, spss_variables
+from target_datatile.variables import (
+    SpssVariable,
+    converter_for,
+    is_string_column,
+    spss_variables,
+)
 
 Compression = Literal["zlib", "rows", "none"]
 """``zlib`` makes a .zsav file (SPSS 21+), ``rows`` a bytecode-compressed .sav."""
@@ -191,13 +198,34 @@ class SpssWriter(SpooledWriter):
     media_type: ClassVar[str] = "application/x-spss-sav"
     compression: ClassVar[Compression] = "zlib"
 
+    def __init__(self, path: Path, columns: Sequence[Column]) -> None:
+        super().__init__(path, columns)
+        self._retyped: set[int] = set()
+        """Columns a SCHEMA change turned into text: earlier rows hold numbers there."""
+
     @classmethod
     def converter_for(cls, column: Column) -> Converter | None:
         return converter_for(column)
 
+    def extend(self, columns: Sequence[Column]) -> bool:
+        self._retyped |= {i for i, (old, new) in enumerate(zip(self.columns, columns,
+                                                                 strict=False))
+                          if not is_string_column(old) and is_string_column(new)}
+        return super().extend(columns)
+
     def write_file(self, path: Path, columns: Sequence[Column], spool: RowSpool) -> None:
-        facts = HeaderFacts.from_widths(spool.rows, columns, spool.string_widths)
-        write_spss_file(path, columns, facts, spool.batches(), compression=self.compression)
+        widths = list(spool.string_widths)
+        if self._retyped:  # the numbers written as text need room too: one more pass
+            for batch in spool.batches():
+                for i in self._retyped:
+                    texts = [conversions.text(row[i]) for row in batch if row[i] is not None]
+                    widths[i] = max([widths[i], *(len(t.encode()) for t in texts)])
+        facts = HeaderFacts.from_widths(spool.rows, columns, widths)
+        try:
+            write_spss_file(path, columns, facts, spool.batches(),
+                            compression=self.compression)
+        except readstat_arrow.errors.ReadstatError as exc:
+            raise TargetError(f"writing the SPSS file {path.name} failed: {exc}") from None
 
 
 class SavWriter(SpssWriter):

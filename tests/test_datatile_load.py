@@ -222,6 +222,18 @@ def test_a_schema_change_mid_stream_gives_one_file_with_the_union(
     assert states_of(result.stdout)[-1] == {"bookmarks": {"items": {"last_id": 5}}}
 
 
+def test_a_column_whose_type_changes_becomes_text_with_room_for_the_old_values(
+        tmp_path: Path, sandbox: Sandbox, dt_config: dict) -> None:
+    stream = lines([schema("items", {"id": {"type": "integer"}, "x": {"type": "number"}}),
+                    record("items", {"id": 1, "x": 123456.789}),
+                    schema("items", {"id": {"type": "integer"}, "x": {"type": "string"}}),
+                    record("items", {"id": 2, "x": "a"})])
+    result = run(tmp_path, dt_config, stream)
+    assert result.returncode == 0, result.stderr
+    assert "changes types: x number -> text" in result.stderr
+    assert dt_rows(sandbox) == [{"id": 1, "x": "123456.789"}, {"id": 2, "x": "a"}]
+
+
 def test_an_empty_stream_changes_nothing(tmp_path: Path, sandbox: Sandbox,
                                          dt_config: dict) -> None:
     result = run(tmp_path, dt_config, lines([schema("items", PEOPLE),
