@@ -1,5 +1,5 @@
-# make demo   sandbox + Meltano: tap-jsonl -> target-graphitenote, target-datainsider and
-#             target-usmart, then what landed on each platform
+# make demo   sandbox + Meltano: tap-jsonl -> target-graphitenote, target-datainsider,
+#             target-usmart and target-datatile, then what landed on each platform
 # make test   the whole test suite (fails when no test is collected)
 # make lint   ruff
 # make postgresql   PostgreSQL's server binaries (Debian package) when missing; `make test` runs it
@@ -32,7 +32,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: help demo test lint venv meltano-venv clean-demo postgresql
 
 help:
-	@echo "make demo   start the sandbox (port $(SANDBOX_PORT)), meltano run tap-jsonl into target-graphitenote, target-datainsider and target-usmart, print what landed"
+	@echo "make demo   start the sandbox (port $(SANDBOX_PORT)), meltano run tap-jsonl into target-graphitenote, target-datainsider, target-usmart and target-datatile, print what landed"
 	@echo "make test   run the test suite (tests/)"
 	@echo "make lint   ruff check"
 	@echo "make postgresql   install PostgreSQL (apt-get, as root) if its server binaries are missing"
@@ -81,6 +81,9 @@ demo: $(VENV_STAMP) $(MELTANO_STAMP)
 	echo "==> meltano run --full-refresh tap-jsonl target-usmart"; \
 	TARGET_USMART_API_URL=http://127.0.0.1:$(SANDBOX_PORT)/usmart \
 		$(MELTANO) run --full-refresh tap-jsonl target-usmart; \
+	echo "==> meltano run --full-refresh tap-jsonl target-datatile"; \
+	TARGET_DATATILE_API_URL=http://127.0.0.1:$(SANDBOX_PORT)/datatile/api/v2 \
+		$(MELTANO) run --full-refresh tap-jsonl target-datatile; \
 	echo; echo "==> what landed in the sandbox"; \
 	$(VENV)/bin/python demo/summary.py --data-dir $(SANDBOX_DIR) --dataset sandbox-dataset --rows 3; \
 	echo; echo "Inspect it all: $(VENV)/bin/target-sandbox show --data-dir $(SANDBOX_DIR)"

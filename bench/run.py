@@ -13,6 +13,10 @@ Subjects, run in interleaved rounds so drift on a noisy machine hits all alike:
   every row back from the uploaded file, no key header reached the storage.
 - `target-csv`: meltanolabs-target-csv 0.5.0, installed into `--peer-dir` on first use
   (skipped above `--peer-max` records: it keeps the whole stream in memory).
+- `target-datatile`: one SPSS file per stream (the default `file_format`, or each of
+  `--datatile-formats`), uploaded to the DataTile emulator, which reads it back with
+  pyreadstat; correct only if the database then holds every record. The sandbox is started
+  with `--max-body-bytes 2 GiB` so a 2M-record file fits.
 Each run's wall time, peak RSS (GNU time, the target process alone) and correctness (the
 last STATE matches the stream's; the sandbox holds every record) go to a JSON-lines file;
 a markdown table of medians is printed at the end.
@@ -36,6 +40,7 @@ import requests
 HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 TIME = shutil.which("time", path="/usr/bin:/bin")
+DATATILE_MAX_BODY = 2 * 1024 * 1024 * 1024  # a 2M-record .sav is several hundred MB
 RAW = [sys.executable, "-c",
        "import sys, orjson\nfor line in sys.stdin.buffer: orjson.loads(line)"]
 
@@ -59,15 +64,18 @@ def last_line(path: Path) -> str:
 class Sandbox:
     def __init__(self, data_dir: Path) -> None:
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "target-sandbox"), "serve", "--data-dir", str(data_dir), "--port", "0"],
+            [str(VENV_BIN / "target-sandbox"), "serve", "--data-dir", str(data_dir), "--port", "0",
+             "--max-body-bytes", str(DATATILE_MAX_BODY)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.url = self.proc.stdout.readline().split()[-1]  # type: ignore[union-attr]
 
     def control(self, method: str, route: str) -> dict:
         return requests.request(method, f"{self.url}/_sandbox/{route}", timeout=60).json()
 
-    def row_count(self) -> int:
+    def row_count(self, label: str = "target-graphitenote") -> int:
         state = self.control("GET", "state?max_rows=0")
+        if label.startswith("target-datatile"):
+            return state["datatile"]["databases"]["sandbox-database"]["row_count"]
         return state["graphitenote"]["datasets"]["sandbox-dataset"]["row_count"]
 
     def usmart_rows(self) -> int:
@@ -127,6 +135,10 @@ def main() -> int:
     parser.add_argument("--peer-dir", type=Path, default=Path("/tmp/singer-bench"))
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "gn-bench")
     parser.add_argument("--results", type=Path, default=HERE / "results" / "results.jsonl")
+    parser.add_argument("--datatile-formats", nargs="*", default=[None],
+                        help="file_format values for target-datatile (default: its default); "
+                             "none: leave target-datatile out")
+    parser.add_argument("--only", nargs="*", help="run only these subjects (labels)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     args.results.parent.mkdir(parents=True, exist_ok=True)
@@ -153,21 +165,28 @@ def main() -> int:
             if peer and records <= args.peer_max:
                 subjects["target-csv"] = ([str(peer), "--config", "{config}"],
                                           {"output_path": "{workdir}"})
+            for file_format in args.datatile_formats:
+                label = "target-datatile" + (f" ({file_format})" if file_format else "")
+                subjects[label] = ([str(VENV_BIN / "target-datatile"), "--config", "{config}"],
+                                   datatile_config(sandbox.url, file_format))
+            if args.only:
+                subjects = {k: v for k, v in subjects.items() if k in args.only}
             for round_no in range(1, args.rounds + 1):
                 for label, (cmd, cfg) in subjects.items():
                     workdir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=args.cache))
                     config_path = workdir / "config.json"
                     if cfg is not None:
                         config_path.write_text(json.dumps(cfg).replace("{workdir}", str(workdir)))
-                    if label in ("target-graphitenote", "target-usmart"):
+                    if label.startswith(("target-graphitenote", "target-usmart",
+                                         "target-datatile")):
                         sandbox.control("POST", "reset")
                     wall, rss, code, out = timed(
                         [c.replace("{config}", str(config_path)) for c in cmd], stream, workdir)
                     ok, states = code == 0, len(out)
                     if cfg is not None:
                         ok = ok and json.loads(out[-1] if out else "null") == expected
-                    if label == "target-graphitenote":
-                        ok = ok and sandbox.row_count() == records
+                    if label.startswith(("target-graphitenote", "target-datatile")):
+                        ok = ok and sandbox.row_count(label) == records
                     if label == "target-usmart":
                         ok = ok and sandbox.usmart_rows() == records
                     row = {"label": label, "records": records, "round": round_no,
@@ -182,6 +201,15 @@ def main() -> int:
         sandbox.stop()
     print(report(rows))
     return 0 if all(r["ok"] for r in rows) else 1
+
+
+def datatile_config(url: str, file_format: str | None) -> dict:
+    """target-datatile into the emulator's sandbox database (append-only: STATE at the end,
+    once the processing job, which reads the whole file back, has finished)."""
+    config = {"api_url": url + "/datatile/api/v2", "token": "dt-sandbox-token",
+              "database_map": {"customers": "sandbox-database"}, "poll_interval": 0.5,
+              "created_databases_file": "{workdir}/created.json"}
+    return {**config, "file_format": file_format} if file_format else config
 
 
 def report(rows: list[dict]) -> str:

@@ -6,9 +6,10 @@ A realistic 10-column table (strings of 1- to 4-byte UTF-8 characters, doubles, 
 booleans as 0/1 with value labels, dates over years 1-9999, UTC date-times with
 microseconds, JSON text, nulls everywhere) goes through the path the target takes:
 
-- ``readstat-arrow``: records converted (``target_datatile.variables``), spooled to a gzip
-  file (``target_core.spool.RowSpool``) while ``HeaderMeter`` measures; then read back
-  and written by ``SpssFileWriter`` in chunks of ``--chunk`` rows.
+- ``readstat-arrow``: records converted (``target_datatile.variables``) and handed in
+  chunks of ``--chunk`` rows to the target's writer (``target_datatile.spss.SpssWriter``),
+  which spools them (``target_core.spool.RowSpool`` counts and measures) and then writes the
+  file from the spool with readstat-arrow.
 - ``pyreadstat``: the same converted rows kept in memory, one pandas data frame, then
   ``pyreadstat.write_sav(compress=True)``. pyreadstat needs pandas (or polars) to write,
   which the project does not install: give a Python that has pandas, pyreadstat and
@@ -98,26 +99,22 @@ def rows_of(count: int) -> Iterator[list[Any]]:
 # the two writers (each run in a child process) -------------------------------------------
 def write_readstat_arrow(count: int, out: Path, chunk: int,
                          compression: str = "zlib") -> dict[str, Any]:
-    from target_core.conversions import dumps
-    from target_core.spool import RowSpool
-    from target_datatile.spss import HeaderMeter, SpssFileWriter
+    """The target's own writer (`SpssWriter` / `SavWriter`, a core `SpooledWriter`): rows
+    spooled in batches of `chunk` (counted and measured), then the file from the spool."""
+    from target_datatile.spss import SavWriter, SpssWriter
 
     started = time.monotonic()
-    meter = HeaderMeter("bench", COLUMNS)
-    with RowSpool(out.parent) as spool:
-        for line, row in enumerate(rows_of(count), start=1):
-            meter.observe(row, line)
-            spool.write(dumps(row))
-        spooled = time.monotonic()
-        writer = SpssFileWriter(out, COLUMNS, meter.facts(), compression=compression)
-        batch: list[list[Any]] = []
-        for row in spool.read_rows():
-            batch.append(row)
-            if len(batch) == chunk:
-                writer.write_batch(batch)
-                batch = []
-        writer.write_batch(batch)
-        writer.close()
+    writer = (SpssWriter if compression == "zlib" else SavWriter)(out, COLUMNS)
+    writer.compression = compression  # type: ignore[misc]  # "none" too, for comparison
+    batch: list[list[Any]] = []
+    for row in rows_of(count):
+        batch.append(row)
+        if len(batch) == chunk:
+            writer.write_rows(batch)
+            batch = []
+    writer.write_rows(batch)
+    spooled = time.monotonic()
+    writer.finish()
     done = time.monotonic()
     return {"spool_s": spooled - started, "write_s": done - spooled}
 

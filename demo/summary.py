@@ -101,6 +101,23 @@ def usmart(snapshot: dict[str, Any], rows: int) -> list[str]:
             if container.get("refreshes"):
                 lines.append(f"  output pipeline {pipeline!r}: {len(container['refreshes'])} "
                              "refreshes")
+
+
+def datatile(snapshot: dict[str, Any], rows: int) -> list[str]:
+    databases = snapshot.get("datatile", {}).get("databases", {})
+    lines: list[str] = []
+    for key, database in databases.items():
+        if not database.get("row_count"):
+            continue
+        jobs = [j for j in snapshot["datatile"].get("jobs", []) if j.get("database") == key]
+        last = f"; last job: {jobs[-1]['action']} {jobs[-1]['status']}" if jobs else ""
+        lines.append(
+            f"DataTile database {key!r} ({database.get('name')}): "
+            f"{database.get('row_count')} rows, {len(database.get('variables', []))} "
+            f"variables, {database.get('loads')} loads{last}")
+        variables = ", ".join(f"{v['name']} ({v['format']})" for v in database["variables"])
+        lines.append(f"  variables: {variables}")
+        _rows(lines, database.get("rows", []), rows)
     return lines
 
 
@@ -109,7 +126,8 @@ def summarise(snapshot: dict[str, Any], only: str | None, rows: int) -> tuple[st
     loaded = True
     for platform, found in (("Graphite Note", graphite_note(snapshot, only, rows)),
                             ("DataInsider", datainsider(snapshot, rows)),
-                            ("uSmart", usmart(snapshot, rows))):
+                            ("uSmart", usmart(snapshot, rows)),
+                            ("DataTile", datatile(snapshot, rows))):
         if not found:
             found = [f"No {platform} dataset or table holds any rows."]
             loaded = False

@@ -100,17 +100,34 @@ def column_type(prop: Mapping[str, Any]) -> tuple[ColumnType, bool, tuple[str, .
     return kind, nullable, kinds
 
 
-def unique_names(names: Iterable[str], sanitise: Callable[[str], str]) -> list[str]:
-    """Sanitised names with collisions resolved by a numeric suffix (case-insensitively)."""
-    taken: set[str] = set()
+def numbered(base: str, n: int, max_bytes: int | None = None) -> str:
+    """`base` with the suffix `_n` (n > 1), cut first so the result fits in `max_bytes`
+    UTF-8 bytes (never inside a character)."""
+    if n == 1:
+        return base
+    suffix = f"_{n}"
+    if max_bytes is not None:
+        room = max_bytes - len(suffix)
+        base = base.encode()[:room].decode("utf-8", "ignore")
+    return base + suffix
+
+
+def unique_names(
+    names: Iterable[str], sanitise: Callable[[str], str], max_bytes: int | None = None
+) -> list[str]:
+    """Sanitised names with collisions resolved by a numeric suffix (case-insensitively).
+
+    With `max_bytes` (a platform's name limit), a suffixed name is cut before its suffix so
+    it still fits: `sanitise` must already return names within the limit."""
+    used: set[str] = set()
     result = []
     for raw in names:
         base = sanitise(raw) or "column"
         name, n = base, 1
-        while name.lower() in taken:
+        while name.lower() in used:
             n += 1
-            name = f"{base}_{n}"
-        taken.add(name.lower())
+            name = numbered(base, n, max_bytes)
+        used.add(name.lower())
         result.append(name)
     return result
 
@@ -132,11 +149,12 @@ def columns_from_schema(
     schema: Mapping[str, Any],
     key_properties: Iterable[str] = (),
     sanitise: Callable[[str], str] = identifier,
+    max_name_bytes: int | None = None,
 ) -> list[Column]:
-    """The stream's columns, in schema order."""
+    """The stream's columns, in schema order (names unique within `max_name_bytes`)."""
     properties: Mapping[str, Any] = schema.get("properties") or {}
     keys = set(key_properties)
-    names = unique_names(properties, sanitise)
+    names = unique_names(properties, sanitise, max_name_bytes)
     columns = []
     for name, (source, prop) in zip(names, properties.items(), strict=False):
         kind, nullable, kinds = column_type(prop if isinstance(prop, Mapping) else {})

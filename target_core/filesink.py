@@ -50,7 +50,7 @@ from typing import Any, ClassVar
 from singer_sdk import Target
 
 from target_core.checkpoint import Checkpoint
-from target_core.columns import Column, ColumnType, identifier
+from target_core.columns import Column, ColumnType, identifier, numbered
 from target_core.formats import CsvWriter, FormatWriter
 from target_core.rows import Converter
 from target_core.sink import RowSink, SinkParts
@@ -94,6 +94,11 @@ class FileLoad(abc.ABC):
     def __init__(self, stream: str) -> None:
         self.stream = stream
 
+    max_name_bytes: int | None = None
+    """The platform's longest column name in UTF-8 bytes: names made unique with `_2`,
+    `_3`... are cut before the suffix to stay within it (`sanitise_name` keeps each name
+    within it on its own)."""
+
     def sanitise_name(self, name: str) -> str:
         """A property name -> a column name the platform accepts."""
         return identifier(name)
@@ -115,12 +120,13 @@ class FileLoad(abc.ABC):
         sync end). Its return acknowledges every row of `files` (sender thread)."""
 
 
-def merge_columns(known: Sequence[Column], incoming: Sequence[Column]) -> list[Column]:
+def merge_columns(known: Sequence[Column], incoming: Sequence[Column],
+                  max_name_bytes: int | None = None) -> list[Column]:
     """The union of a stream's columns across SCHEMA messages, matched by property.
 
     Known columns keep their place and name; one whose type changed becomes nullable TEXT
     (both kinds of value can be written as text); new ones follow, renamed with `_2`, `_3`
-    ... if their name is taken."""
+    ... if their name is taken (cut first to stay within `max_name_bytes`)."""
     merged = list(known)
     index = {c.source: i for i, c in enumerate(merged)}
     taken = {c.name.lower() for c in merged}
@@ -130,7 +136,7 @@ def merge_columns(known: Sequence[Column], incoming: Sequence[Column]) -> list[C
             name, n = column.name, 1
             while name.lower() in taken:
                 n += 1
-                name = f"{column.name}_{n}"
+                name = numbered(column.name, n, max_name_bytes)
             taken.add(name.lower())
             index[column.source] = len(merged)
             merged.append(replace(column, name=name))
@@ -167,7 +173,7 @@ class StreamFile:
 
     def add_columns(self, columns: Sequence[Column]) -> list[Column]:
         """A (new) schema's columns; returns the union rows are now encoded for."""
-        self.columns = merge_columns(self.columns, columns)
+        self.columns = merge_columns(self.columns, columns, self.load.max_name_bytes)
         return self.columns
 
     # packer thread -------------------------------------------------------------------
@@ -316,6 +322,10 @@ class FileSink(RowSink):
 
     def sanitise_name(self, name: str) -> str:
         return self.file.load.sanitise_name(name)
+
+    @property
+    def max_name_bytes(self) -> int | None:  # type: ignore[override]
+        return self.file.load.max_name_bytes
 
     def converter_for(self, column: Column) -> Converter | None:
         return self.file.load.converter_for(column)

@@ -70,6 +70,9 @@ class RowSink(BatchSink, abc.ABC):
     With `rows_as_tuples` the limit counts values instead (a tuple row's length)."""
     rows_as_tuples = False
     """Rows as tuples of converted values (file sinks) instead of JSON text (batch calls)."""
+    max_name_bytes: int | None = None
+    """The platform's longest column name in UTF-8 bytes (None: no limit); see
+    `columns.unique_names`."""
 
     def __init__(self, target: Target, stream_name: str, schema: dict,
                  key_properties: Sequence[str] | None, *, parts: SinkParts) -> None:
@@ -115,7 +118,8 @@ class RowSink(BatchSink, abc.ABC):
 
     def stream_columns(self) -> list[Column]:
         """The columns rows are encoded for: the schema's, in order."""
-        return columns_from_schema(self.schema, self.key_properties, self.sanitise_name)
+        return columns_from_schema(self.schema, self.key_properties, self.sanitise_name,
+                                   self.max_name_bytes)
 
     def get_validator(self) -> RecordValidator | None:
         return RecordValidator(self.schema) if self.validate_schema else None

@@ -3,18 +3,19 @@
 Routes under ``api_url`` (``https://<server>/api/v2``), header ``token: <API token>``:
 
 - ``POST upload/{action}/{hash}``, multipart field ``dataset`` (the file, streamed from
-  disk): ``create`` into a folder, ``reload`` or ``append`` a database. The answer carries the
-  processing job's id.
+  disk by the core's ``ApiSession.upload``): ``create`` into a folder, ``reload`` or
+  ``append`` a database. The answer carries the processing job's id.
 - the job's status route (assumed ``GET jobs/{job_id}``), polled until the job ends.
 
 What the vendor's page leaves open (the job id field, the status route and its states, the
 callback field, the busy and quota status codes) is an :class:`ApiShape` field, each one a
 setting of the target with the default the sandbox implements.
 
-TODO(issue 14): ``target_core.http.ApiSession`` only POSTs bytes today. Uploads go through a
-one-attempt ``ApiSession`` and are retried here, so each attempt reopens the file; polls use
-the session's ``requests.Session`` directly. Move both onto the core's multipart upload
-("reopened on each retry") and GET / poll-while-busy helpers when they land.
+Repeats: 429 (and a connection never made) are repeated for every upload; a ``reload`` is
+also repeated after a dropped connection, a timeout or a 5xx, since it replaces the data.
+An ``append`` or ``create`` whose answer was lost is not repeated (DataTile may have queued
+it): the run stops with one line, and the rerun from the last STATE sends the stream again,
+so those rows may land twice (at-least-once, as docs/datatile.md says).
 """
 
 from __future__ import annotations
@@ -26,13 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import backoff
 import orjson
 import requests
-from requests_toolbelt import MultipartEncoder
 
 from target_core.errors import ApiError, TargetError
-from target_core.http import RETRY_STATUSES, ApiSession, HttpStatusError
+from target_core.http import ApiSession, HttpStatusError, MultipartFile, poll
 
 logger = logging.getLogger(__name__)
 
@@ -80,20 +79,6 @@ class Job:
         return self.succeeded or self.failed
 
 
-class _StreamedBody:
-    """A multipart body read from disk as requests sends it; ``len()`` gives Content-Length
-    (the sandbox and many servers refuse chunked uploads)."""
-
-    def __init__(self, encoder: MultipartEncoder) -> None:
-        self._encoder = encoder
-
-    def __len__(self) -> int:
-        return self._encoder.len
-
-    def read(self, size: int = -1) -> bytes:
-        return self._encoder.read(size)
-
-
 class DataTileClient:
     """Calls the Data Collector API as the user whose token ``session`` sends."""
 
@@ -108,15 +93,6 @@ class DataTileClient:
         self.session = session
         self.shape = shape or ApiShape()
         self._sleep, self._clock = sleep, clock
-        # one attempt per call: the retry loop below reopens the file each time
-        self._single_attempt = ApiSession(
-            session.base_url,
-            platform=session.platform,
-            headers=dict(session.session.headers),
-            timeout=session.timeout,
-            max_retries=0,
-            rate_limiter=session.rate_limiter,
-        )
 
     # upload -------------------------------------------------------------------------------
     def upload(
@@ -125,74 +101,34 @@ class DataTileClient:
         target_hash: str,
         path: Path,
         *,
+        file_name: str | None = None,
         callback_url: str | None = None,
         busy_timeout: float = 3600.0,
-        busy_wait: float = 5.0,
     ) -> str:
-        """Upload ``path`` to ``upload/{action}/{target_hash}``; returns the job id.
+        """Upload ``path`` (as ``file_name``: a ``create`` names the database after it) to
+        ``upload/{action}/{target_hash}``; returns the job id.
 
-        A busy destination is retried with backoff (from ``busy_wait`` s, doubling, at most
-        60 s apart) until ``busy_timeout`` s have passed. 429, 5xx and dropped connections
-        are retried up to the session's ``max_retries``: a ``reload`` replaces, so a repeat
-        is harmless; a repeated ``append`` or ``create`` may load the file twice if the lost
-        answer had accepted it (at-least-once, as docs/datatile.md says).
-        """
+        A busy destination (``busy_status_codes``) is waited out with backoff until
+        ``busy_timeout`` seconds have passed; then it is an error that says so."""
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
         route = f"upload/{action}/{target_hash}"
-        started = self._clock()
-        busy_waits = backoff.expo(base=2, factor=busy_wait, max_value=60.0)
-        retry_waits = backoff.expo(base=2, factor=self.session.backoff_base,
-                                   max_value=self.session.backoff_max)
-        next(busy_waits), next(retry_waits)  # the generators' first values are placeholders
-        retries = 0
-        while True:
-            try:
-                response = self._post_file(route, path, callback_url)
-            except HttpStatusError as exc:
-                if exc.status in self.shape.busy_status_codes:
-                    pause = min(next(busy_waits), max(0.0, started + busy_timeout - self._clock()))
-                    if pause <= 0:
-                        raise ApiError(
-                            f"{PLATFORM} kept '{target_hash}' busy for {busy_timeout:.0f} s "
-                            f"(HTTP {exc.status} on {route}): a previous load into it is still "
-                            "processing; raise processing_timeout or try again later",
-                            exc.status) from None
-                    logger.info("%s: '%s' is busy with a previous job; trying again in %.0f s",
-                                PLATFORM, target_hash, pause)
-                    self._sleep(pause)
-                    continue
-                if exc.status not in RETRY_STATUSES or retries >= self.session.max_retries:
-                    raise self._explain(exc, action, target_hash) from None
-                problem = f"HTTP {exc.status}"
-            except TargetError as exc:  # no answer at all (dropped connection, timeout)
-                if retries >= self.session.max_retries:
-                    raise TargetError(f"{PLATFORM} did not answer the upload to {route} after "
-                                      f"{retries + 1} attempts") from exc
-                problem = "no answer"
-                if action != "reload":
-                    logger.warning("%s: retrying an %s after %s: if the lost answer had "
-                                   "accepted it, the file is loaded twice", PLATFORM, action,
-                                   problem)
-            else:
-                return self._job_id(response, route)
-            retries += 1
-            pause = backoff.full_jitter(next(retry_waits))
-            logger.warning("%s from %s on %s; retry %d of %d in %.1f s", problem, PLATFORM,
-                           route, retries, self.session.max_retries, pause)
-            self._sleep(pause)
-
-    def _post_file(self, route: str, path: Path, callback_url: str | None) -> requests.Response:
-        with path.open("rb") as handle:  # reopened for every attempt
-            fields: dict[str, Any] = {
-                "dataset": (path.name, handle,
-                            CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")),
-            }
-            if callback_url:
-                fields[self.shape.callback_field] = callback_url
-            encoder = MultipartEncoder(fields=fields)
-            return self._single_attempt.post(route, _StreamedBody(encoder),  # type: ignore[arg-type]
-                                             encoder.content_type)
+        fields = {self.shape.callback_field: callback_url} if callback_url else {}
+        upload = MultipartFile("dataset", Path(path), file_name or Path(path).name,
+                               CONTENT_TYPES.get(Path(path).suffix.lower(),
+                                                 "application/octet-stream"), fields)
+        try:
+            response = self.session.upload(
+                route, upload, idempotent=action == "reload",
+                busy_statuses=self.shape.busy_status_codes, busy_timeout=busy_timeout)
+        except HttpStatusError as exc:
+            if exc.status in self.shape.busy_status_codes:
+                raise ApiError(
+                    f"{PLATFORM} kept '{target_hash}' busy for {busy_timeout:.0f} s (HTTP "
+                    f"{exc.status} on {route}): a previous load into it is still processing; "
+                    "raise processing_timeout or try again later", exc.status) from None
+            raise self._explain(exc, action, target_hash) from None
+        return self._job_id(response, route)
 
     def _job_id(self, response: requests.Response, route: str) -> str:
         answer = _json_object(response, route)
@@ -208,20 +144,13 @@ class DataTileClient:
 
     # job status ---------------------------------------------------------------------------
     def job(self, job_id: str) -> Job:
-        """The job's current state (one GET of the status route)."""
+        """The job's current state (one GET of the status route; 429, 5xx and dropped
+        connections are repeated by the session)."""
         route = self.shape.job_status_route.format(job_id=job_id)
-        self.session.rate_limiter.acquire()
         try:
-            response = self.session.session.get(
-                f"{self.session.base_url}/{route.lstrip('/')}", timeout=self.session.timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _PollProblem(f"{type(exc).__name__} (no answer)") from None
-        if response.status_code in RETRY_STATUSES:
-            raise _PollProblem(f"HTTP {response.status_code}")
-        if response.status_code >= 400:
-            raise self._explain(
-                HttpStatusError(response.status_code, route, ApiSession._detail(response)),
-                "status", job_id)
+            response = self.session.get(route)
+        except HttpStatusError as exc:
+            raise self._explain(exc, "status", job_id) from None
         answer = _json_object(response, route)
         state = str(answer.get(self.shape.job_state_field) or "")
         database = answer.get(self.shape.database_hash_field)
@@ -236,33 +165,32 @@ class DataTileClient:
         )
 
     def wait_for_job(self, job_id: str, *, poll_interval: float, timeout: float) -> Job:
-        """Poll until the job succeeds; raises on failure or after ``timeout`` seconds.
-
-        A poll that gets no answer, a 429 or a 5xx is simply repeated at the next interval.
-        """
+        """Poll until the job succeeds; raises on failure or after ``timeout`` seconds."""
         deadline = self._clock() + timeout
-        last_state = "not yet reported"
-        while True:
-            try:
-                job = self.job(job_id)
-            except _PollProblem as exc:
-                logger.warning("%s: polling job %s: %s; polling on", PLATFORM, job_id, exc)
-            else:
-                if job.state != last_state:
-                    logger.info("%s job %s: %s", PLATFORM, job_id, job.state or "(no state)")
-                    last_state = job.state
-                if job.succeeded:
-                    return job
-                if job.failed:
-                    reason = f": {job.message}" if job.message else ""
-                    raise ApiError(f"{PLATFORM} processing job {job_id} {job.state}{reason}")
-            remaining = deadline - self._clock()
-            if remaining <= 0:
+        last_state = ["not yet reported"]
+
+        def check() -> Job | None:
+            job = self.job(job_id)
+            if job.state != last_state[0]:
+                logger.info("%s job %s: %s", PLATFORM, job_id, job.state or "(no state)")
+                last_state[0] = job.state
+            if job.succeeded:
+                return job
+            if job.failed:
+                reason = f": {job.message}" if job.message else ""
+                raise ApiError(f"{PLATFORM} processing job {job_id} {job.state}{reason}")
+            if self._clock() >= deadline:
                 raise TargetError(
-                    f"{PLATFORM} processing job {job_id} did not finish within {timeout:.0f} s "
-                    f"(last state: {last_state}); raise processing_timeout, or check the job "
-                    "in DataTile's Processing log")
-            self._sleep(min(poll_interval, remaining))
+                    f"{PLATFORM} processing job {job_id} did not finish within {timeout:g} s "
+                    f"(last state: {last_state[0]}); raise processing_timeout, or check the "
+                    "job in DataTile's Processing log")
+            return None
+
+        # the deadline is checked after each answer: poll's own timeout is only a backstop
+        return poll(check, what=f"{PLATFORM} processing job {job_id}",
+                    timeout=timeout + 2 * poll_interval + self.session.timeout,
+                    interval=poll_interval, max_interval=poll_interval,
+                    sleep=self._sleep, clock=self._clock)
 
     # errors -------------------------------------------------------------------------------
     def _explain(self, exc: HttpStatusError, action: str, target_hash: str) -> ApiError:
@@ -286,10 +214,6 @@ class DataTileClient:
                             "check job_status_route and job_id_field"
         default = f"{PLATFORM} failed on {route} (HTTP {status}): {exc.detail}"
         return ApiError(messages.get(status, default), status)
-
-
-class _PollProblem(Exception):
-    """A poll that may simply be repeated (no answer, 429, 5xx)."""
 
 
 def _json_object(response: requests.Response, route: str) -> dict[str, Any]:

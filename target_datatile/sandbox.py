@@ -26,7 +26,14 @@ status codes 409 (busy), 402 (quota), 413 (file too large). Errors are
 Sandbox values: token ``dt-sandbox-token``; folder ``sandbox-folder``; empty database
 ``sandbox-database``; the root folder ``root``. Settings come from the environment when the
 server starts (``DATATILE_SANDBOX_PROCESSING_SECONDS``, ``..._MAX_FILE_BYTES``,
-``..._UPLOAD_QUOTA``) or, in tests, from ``emulator.settings``.
+``..._UPLOAD_QUOTA``) or, in tests, from ``emulator.settings``. The file-size limit is 2 GiB
+by default; the server's own body limit (64 MiB unless ``target-sandbox serve
+--max-body-bytes N``) applies first, so big uploads need both.
+
+Built from the sandbox kit: ``Routes`` with path parameters, the kit's multipart parser
+(file parts streamed to disk, never held whole), ``Store.keep_file`` for the upload,
+``Jobs`` to run the processing after its delay, and the rate-limit bucket keyed on the
+``token`` header (``credential_sources``).
 """
 
 from __future__ import annotations
@@ -39,13 +46,10 @@ import math
 import os
 import re
 import secrets
-import threading
-import time
+import shutil
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from email import policy
-from email.parser import BytesParser
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -53,8 +57,17 @@ from urllib.parse import urlsplit
 import orjson
 import pyreadstat
 
-from target_core.sandbox.emulator import ApiError, BusyKeys, Reply, Request, default_error_body
-from target_core.sandbox.store import Store
+from target_core.sandbox import (
+    ApiError,
+    BusyKeys,
+    Jobs,
+    Multipart,
+    Reply,
+    Request,
+    Routes,
+    Store,
+    default_error_body,
+)
 
 SANDBOX_TOKEN = "dt-sandbox-token"
 SANDBOX_FOLDER = "sandbox-folder"
@@ -71,8 +84,6 @@ _SPSS_EPOCH = dt.datetime(1582, 10, 14)
 _DATE_FORMATS = re.compile(r"(DATE|ADATE|EDATE|JDATE|SDATE)\d")
 _DATETIME_FORMATS = re.compile(r"(DATETIME|YMDHMS)\d")
 _WHOLE_NUMBER_FORMAT = re.compile(r"F\d+\.0\Z")
-_UPLOAD = re.compile(r"/upload/(?P<action>[^/]+)/(?P<hash>[^/]+)\Z")
-_JOB = re.compile(r"/jobs/(?P<id>[^/]+)\Z")
 
 
 def _env_number(name: str, default: float) -> float:
@@ -84,7 +95,7 @@ def _env_number(name: str, default: float) -> float:
 class EmulatorSettings:
     processing_seconds: float = 0.05
     """How long a job stays 'processing' before it reads the file."""
-    max_file_bytes: int = 32 * 1024 * 1024
+    max_file_bytes: int = 2 * 1024 * 1024 * 1024
     upload_quota: int = 10_000
     """Uploads accepted since the last reset; the next one is refused for quota."""
 
@@ -99,38 +110,6 @@ class EmulatorSettings:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-
-
-# uploads ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Upload:
-    filename: str
-    content: bytes
-    callback: str | None
-
-
-def parse_upload(request: Request) -> Upload:
-    """The multipart body (stdlib ``email`` parser): file field ``dataset``, text ``callback``."""
-    content_type = request.header("Content-Type") or ""
-    if not content_type.lower().startswith("multipart/form-data"):
-        raise ApiError(400, "the body must be multipart/form-data with a file field 'dataset'")
-    message = BytesParser(policy=policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + request.body
-    )
-    if not message.is_multipart() or message.defects:
-        raise ApiError(400, "the multipart/form-data body cannot be parsed")
-    dataset: tuple[str, bytes] | None = None
-    callback = None
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True) or b""
-        if name == "dataset" and part.get_filename() is not None:
-            dataset = (part.get_filename() or "dataset", payload)
-        elif name == "callback":
-            callback = payload.decode("utf-8", "replace").strip() or None
-    if dataset is None:
-        raise ApiError(400, "the multipart body has no file field 'dataset'")
-    return Upload(dataset[0], dataset[1], callback)
 
 
 # reading a dataset file ---------------------------------------------------------------------
@@ -380,29 +359,21 @@ class DataTileEmulator:
 
     name: ClassVar[str] = "datatile"
     prefix: ClassVar[str] = "/datatile/api/v2"
+    credential_sources: ClassVar[tuple[str, ...]] = ("header:token",)
 
     def __init__(self, store: Store):
         self.store = store
         self.catalog = Catalog(store)
         self.settings = EmulatorSettings.from_environment()
         self.busy = BusyKeys()
-        self._workers: list[threading.Thread] = []
+        self.jobs = Jobs("dt-job")
+        self.routes = Routes()
+        self.routes.add("POST", "/upload/{action}/{hash}", self._upload)
+        self.routes.add("GET", "/jobs/{job_id}", self._job)
 
     def handle(self, request: Request) -> Reply:
-        try:
-            upload, job = _UPLOAD.match(request.path), _JOB.match(request.path)
-            if upload is None and job is None:
-                raise ApiError(404, f"no route {request.path}")
-            expected = "POST" if upload else "GET"
-            if request.method.upper() != expected:
-                raise ApiError(405, f"method {request.method} not allowed on {request.path}",
-                               {"Allow": expected})
-            self._authenticate(request)
-            if upload:
-                return self._upload(request, upload["action"], upload["hash"])
-            return self._job(job["id"])  # type: ignore[index]
-        except ApiError as exc:
-            return Reply(exc.status, self.error_body(exc.status, exc.message), exc.headers)
+        self._authenticate(request)
+        return self.routes.dispatch(request)
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         return default_error_body(status, message)
@@ -416,8 +387,9 @@ class DataTileEmulator:
             raise ApiError(401, "invalid API token")
 
     # routes -------------------------------------------------------------------------------
-    def _upload(self, request: Request, action: str, target: str) -> Reply:
+    def _upload(self, request: Request) -> Reply:
         catalog = self.catalog
+        action, target = request.path_params["action"], request.path_params["hash"]
         if action not in ACTIONS:
             raise ApiError(404, f"unknown action '{action}': create, reload or append")
         if action == "create":
@@ -431,9 +403,19 @@ class DataTileEmulator:
         if catalog.uploads >= self.settings.upload_quota:
             raise ApiError(QUOTA_STATUS, f"upload quota of {self.settings.upload_quota} "
                            "requests reached")
-        upload = parse_upload(request)
-        if len(upload.content) > self.settings.max_file_bytes:
-            raise ApiError(TOO_LARGE_STATUS, f"the file is {len(upload.content)} bytes; the "
+        incoming = self.store.root / "incoming" / secrets.token_hex(8)  # one per request
+        try:
+            return self._queue(action, target, request.multipart(incoming))
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)  # a file not kept (refused upload)
+
+    def _queue(self, action: str, target: str, form: Multipart) -> Reply:
+        catalog = self.catalog
+        dataset = form.files.get("dataset")
+        if dataset is None:
+            raise ApiError(400, "the multipart body has no file field 'dataset'")
+        if dataset.size > self.settings.max_file_bytes:
+            raise ApiError(TOO_LARGE_STATUS, f"the file is {dataset.size} bytes; the "
                            f"limit is {self.settings.max_file_bytes}")
         if not self.busy.claim(target):
             raise ApiError(BUSY_STATUS, f"'{target}' is busy: a previous request to it is "
@@ -441,38 +423,36 @@ class DataTileEmulator:
         try:
             with self.store.lock:
                 job_id = catalog.new_key(catalog.jobs)
-                path = self.store.root / "uploads" / f"{job_id}{Path(upload.filename).suffix}"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(upload.content)
+                file_name = dataset.file_name or "dataset"
+                path = self.store.keep_file(f"{job_id}{Path(file_name).suffix}", dataset.path)
                 job = {"id": job_id, "status": "queued", "action": action, "target": target,
                        "database": None if action == "create" else target,
-                       "file": upload.filename, "bytes": len(upload.content),
-                       "callback": upload.callback, "message": None, "rows": None,
-                       "created": _now(), "finished": None, "callbacks_sent": 0}
+                       "file": file_name, "bytes": dataset.size,
+                       "callback": (form.fields.get("callback") or "").strip() or None,
+                       "message": None, "rows": None, "created": _now(), "finished": None,
+                       "callbacks_sent": 0}
                 catalog.jobs[job_id] = job
                 catalog.uploads += 1
                 catalog.save()
         except BaseException:
             self.busy.release(target)
             raise
-        worker = threading.Thread(target=self._process, args=(job, path), daemon=True,
-                                  name=f"datatile-job-{job_id}")
-        self._workers.append(worker)
-        worker.start()
+        self.jobs.start(action, lambda: self._process(job, path),
+                        self.settings.processing_seconds)
         return Reply(202, {"id": job_id, "status": "queued"})
 
-    def _job(self, job_id: str) -> Reply:
+    def _job(self, request: Request) -> Reply:
         with self.store.lock:
-            job = self.catalog.jobs.get(job_id)
+            job = self.catalog.jobs.get(request.path_params["job_id"])
             if job is None:
-                raise ApiError(404, f"job '{job_id}' not found")
+                raise ApiError(404, f"job '{request.path_params['job_id']}' not found")
             return Reply(200, _public(job))
 
     # the processing job -------------------------------------------------------------------
     def _process(self, job: dict[str, Any], path: Path) -> None:
+        """The job's work (a kit `Jobs` thread, after `processing_seconds`)."""
         try:
             self._transition(job, status="processing")
-            time.sleep(self.settings.processing_seconds)
             try:
                 database = self.catalog.load(job, read_dataset_file(path))
             except Exception as exc:  # the file or its merge: the job fails, nothing changes
@@ -509,9 +489,9 @@ class DataTileEmulator:
             job["callbacks_sent"] += 1
 
     def wait_idle(self, timeout: float = 30.0) -> None:
-        """Tests: wait for every job thread started so far."""
-        for worker in list(self._workers):
-            worker.join(timeout)
+        """Tests: wait for every job started so far."""
+        for job in self.jobs.snapshot():
+            self.jobs.wait(job["id"], timeout)
 
     # state --------------------------------------------------------------------------------
     def snapshot(self, max_rows: int | None = None) -> dict[str, Any]:
@@ -537,6 +517,7 @@ class DataTileEmulator:
 
     def reset(self) -> None:
         self.wait_idle()
+        self.jobs.reset()
         with self.store.lock:
             self.store.wipe()
             self.catalog = Catalog(self.store)

@@ -1,13 +1,16 @@
 """SPSS files (.sav / .zsav) written batch by batch, from rows spooled to disk.
 
 An SPSS header holds the row count and each string variable's width, before the first row.
-So a stream's file is made in two steps:
+So a stream's file is made in two steps (:class:`SpssWriter`, a core ``SpooledWriter``):
 
-1. while rows are spooled, :class:`HeaderMeter` counts them and keeps each string
-   column's widest value in UTF-8 bytes (and refuses one over SPSS's 32,767);
+1. while rows are spooled, the core's ``RowSpool`` counts them and keeps each column's
+   widest string in UTF-8 bytes (the converters of ``variables`` refuse a text over SPSS's
+   32,767 bytes, naming stream, line and field);
 2. at the end, :class:`SpssFileWriter` gets those :class:`HeaderFacts`, then the rows from
    the spool in bounded chunks; each chunk becomes one Arrow record batch that
-   readstat-arrow's ``SavWriter`` appends, so memory depends on the chunk, not the stream.
+   readstat-arrow's ``SavWriter`` appends, so memory depends on the chunk, not the stream
+   (except in a .zsav: ReadStat keeps its compressed blocks until the file is closed, see
+   docs/datatile.md).
 
 readstat-arrow (on the ReadStat C library) was chosen over pyreadstat, which writes only a
 whole data frame: docs/datatile.md has the measurements.
@@ -18,14 +21,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 import readstat_arrow
+import readstat_arrow.errors
 
+from target_core import conversions
 from target_core.columns import Column
-from target_core.errors import InputError
-from target_datatile.variables import MAX_STRING_BYTES, SpssVariable, spss_variables
+from target_core.errors import TargetError
+from target_core.formats import SpooledWriter
+from target_core.rows import Converter
+from target_core.spool import RowSpool
+from target_datatile.variables import (
+    SpssVariable,
+    converter_for,
+    is_string_column,
+    spss_variables,
+)
 
 Compression = Literal["zlib", "rows", "none"]
 """``zlib`` makes a .zsav file (SPSS 21+), ``rows`` a bytecode-compressed .sav."""
@@ -49,53 +62,6 @@ class HeaderFacts:
                                for column, width in zip(columns, widths, strict=True)})
 
 
-class HeaderMeter:
-    """Fed every row while it is spooled; keeps the :class:`HeaderFacts` of the file to come.
-
-    Rows are lists of converted values in column order (the writer's input). A string is
-    measured with ``len()`` when it is ASCII, so the common case costs no encoding.
-    """
-
-    def __init__(self, stream: str, columns: Sequence[Column]) -> None:
-        self.stream = stream
-        self.columns = list(columns)
-        self._strings = [
-            (index, column.name)
-            for index, (column, variable) in enumerate(
-                zip(self.columns, spss_variables(self.columns), strict=True)
-            )
-            if variable.is_string
-        ]
-        self._widths = [0] * len(self._strings)
-        self.row_count = 0
-
-    def observe(self, row: Sequence[Any], line: int | None = None) -> None:
-        """Count one row; ``line`` is its Singer input line, named in the error."""
-        widths = self._widths
-        for slot, (index, _) in enumerate(self._strings):
-            value = row[index]
-            if value is None:
-                continue
-            size = len(value) if value.isascii() else len(value.encode())
-            if size > widths[slot]:
-                if size > MAX_STRING_BYTES:
-                    self._too_long(slot, size, line)
-                widths[slot] = size
-        self.row_count += 1
-
-    def _too_long(self, slot: int, size: int, line: int | None) -> None:
-        column = self.columns[self._strings[slot][0]]
-        where = f"line {line}" if line is not None else f"record {self.row_count + 1}"
-        raise InputError(
-            f"stream '{self.stream}' {where}: field '{column.source}' is {size} bytes of "
-            f"text; an SPSS string variable holds at most {MAX_STRING_BYTES} bytes"
-        )
-
-    def facts(self) -> HeaderFacts:
-        return HeaderFacts(
-            self.row_count,
-            {name: width for (_, name), width in zip(self._strings, self._widths, strict=True)},
-        )
 
 
 def _arrow_type(variable: SpssVariable) -> pa.DataType:
@@ -114,6 +80,15 @@ def _temporal(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
     except (pa.ArrowTypeError, pa.ArrowInvalid):
         return pa.array(values, arrow_type)
     return strings.cast(arrow_type)
+
+
+def _strings(values: Sequence[Any]) -> pa.Array:
+    """Text values; a column whose type changed mid-stream (now text) also holds the earlier
+    rows' numbers, written as their JSON text."""
+    try:
+        return pa.array(values, pa.string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return pa.array([conversions.text(v) for v in values], pa.string())
 
 
 class SpssFileWriter:
@@ -178,6 +153,8 @@ class SpssFileWriter:
         ):
             if variable.kind in ("date", "datetime"):
                 arrays.append(_temporal(values, arrow_type))
+            elif variable.is_string:
+                arrays.append(_strings(values))
             else:
                 arrays.append(pa.array(values, arrow_type))
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
@@ -211,3 +188,48 @@ def write_spss_file(
         writer.abort()
         raise
     return writer.path
+
+
+class SpssWriter(SpooledWriter):
+    """The core's format-writer interface for a .zsav file: rows are spooled (counted and
+    measured) while the stream runs, then written from the spool by :func:`write_spss_file`."""
+
+    suffix: ClassVar[str] = ".zsav"
+    media_type: ClassVar[str] = "application/x-spss-sav"
+    compression: ClassVar[Compression] = "zlib"
+
+    def __init__(self, path: Path, columns: Sequence[Column]) -> None:
+        super().__init__(path, columns)
+        self._retyped: set[int] = set()
+        """Columns a SCHEMA change turned into text: earlier rows hold numbers there."""
+
+    @classmethod
+    def converter_for(cls, column: Column) -> Converter | None:
+        return converter_for(column)
+
+    def extend(self, columns: Sequence[Column]) -> bool:
+        self._retyped |= {i for i, (old, new) in enumerate(zip(self.columns, columns,
+                                                                 strict=False))
+                          if not is_string_column(old) and is_string_column(new)}
+        return super().extend(columns)
+
+    def write_file(self, path: Path, columns: Sequence[Column], spool: RowSpool) -> None:
+        widths = list(spool.string_widths)
+        if self._retyped:  # the numbers written as text need room too: one more pass
+            for batch in spool.batches():
+                for i in self._retyped:
+                    texts = [conversions.text(row[i]) for row in batch if row[i] is not None]
+                    widths[i] = max([widths[i], *(len(t.encode()) for t in texts)])
+        facts = HeaderFacts.from_widths(spool.rows, columns, widths)
+        try:
+            write_spss_file(path, columns, facts, spool.batches(),
+                            compression=self.compression)
+        except readstat_arrow.errors.ReadstatError as exc:
+            raise TargetError(f"writing the SPSS file {path.name} failed: {exc}") from None
+
+
+class SavWriter(SpssWriter):
+    """A .sav file with SPSS's bytecode (row) compression: written in flat memory."""
+
+    suffix = ".sav"
+    compression = "rows"

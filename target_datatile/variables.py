@@ -22,22 +22,21 @@ Types (neutral type from ``target_core.columns`` -> SPSS variable):
 
 A null is system-missing in a numeric variable and an empty string in a string variable
 (SPSS has no missing string). A string variable is as wide as its longest value in UTF-8
-bytes, measured while spooling (``spss.HeaderMeter``).
+bytes, measured while spooling (the core's ``RowSpool``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from target_core import conversions
-from target_core.columns import Column, ColumnType, columns_from_schema
+from target_core.columns import Column, ColumnType, columns_from_schema, unique_names
 
 MAX_NAME_BYTES = 64
 MAX_LABEL_CHARS = 1024  # DataTile's own cut
@@ -84,28 +83,16 @@ def unique_variable_names(fields: Iterable[str]) -> list[str]:
     """Valid names for the fields, in order, unique case-insensitively.
 
     A name already taken gets ``_2``, ``_3``... and is cut first so that the suffix still
-    fits in 64 bytes. The first field keeps the plain name, so the result depends only on
-    the fields and their order (the same schema always gives the same names).
+    fits in 64 bytes (the core's rule, ``target_core.columns.unique_names``, with DataTile's
+    limit). The first field keeps the plain name, so the result depends only on the fields
+    and their order (the same schema always gives the same names).
     """
-    taken: set[str] = set()
-    names = []
-    for field in fields:
-        base = variable_name(field)
-        name, n = base, 1
-        while name.upper() in taken:
-            n += 1
-            suffix = f"_{n}"
-            name = base[: MAX_NAME_BYTES - len(suffix)].rstrip(".") + suffix
-        taken.add(name.upper())
-        names.append(name)
-    return names
+    return unique_names(fields, variable_name, MAX_NAME_BYTES)
 
 
 def datatile_columns(schema: dict[str, Any], key_properties: Iterable[str] = ()) -> list[Column]:
     """The stream's columns (``target_core.columns``) named by DataTile's rules."""
-    columns = columns_from_schema(schema, key_properties)
-    names = unique_variable_names(column.source for column in columns)
-    return [replace(column, name=name) for column, name in zip(columns, names, strict=True)]
+    return columns_from_schema(schema, key_properties, variable_name, MAX_NAME_BYTES)
 
 
 def variable_label(field: str) -> str:
@@ -166,16 +153,14 @@ _LAST_INSTANT = "9999-12-31T23:59:59.999000"
 
 
 def spss_number(value: Any) -> float | None:
-    """A float: every SPSS numeric is a double (an integer above 2**53 loses its last digits)."""
-    if value is None or type(value) is float:
-        return value
-    if type(value) is bool or not isinstance(value, int | float | decimal.Decimal):
-        raise ValueError("must be a number")
+    """A double (``conversions.number_float``: the reader's exact numbers, Raw, become
+    floats here and only here): every SPSS numeric is a double, so an integer above 2**53
+    loses its last digits, and a number beyond a double's range is refused."""
     try:
-        number = float(value)
+        number = conversions.number_float(value)
     except OverflowError:
         raise ValueError("is too large for an SPSS numeric variable (a double)") from None
-    if math.isinf(number):
+    if number is not None and math.isinf(number):
         raise ValueError("is too large for an SPSS numeric variable (a double)")
     return number
 
@@ -218,8 +203,14 @@ def spss_datetime(value: Any) -> str | None:
 
 
 def _fits(text: str | None) -> str | None:
+    """The text as an SPSS string holds it: NUL characters dropped (ReadStat writes C
+    strings: a NUL would silently cut the value there), at most 32,767 UTF-8 bytes."""
+    if text is None:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "")
     # a character is at most 4 UTF-8 bytes: only long texts need encoding to be measured
-    if text is not None and len(text) > MAX_STRING_BYTES // 4:
+    if len(text) > MAX_STRING_BYTES // 4:
         size = len(text.encode())
         if size > MAX_STRING_BYTES:
             raise ValueError(f"is {size} bytes of text; an SPSS string variable holds at most "

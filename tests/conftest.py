@@ -159,6 +159,8 @@ class Loading:
     """The sandbox path each batch of rows is sent to (for faults)."""
     landed_ids: Callable[[], list[Any]]
     """The `id` of every row the platform holds for stream `items`, in order."""
+    confirm_route: str | None = None
+    """File platforms: the sandbox path polled until an uploaded file is confirmed."""
 
 
 @pytest.fixture(params=["graphitenote", "datainsider", "usmart"])
@@ -171,6 +173,39 @@ def loading(request: pytest.FixtureRequest, sandbox: Sandbox) -> Loading:
                        "/usmart/s3/*", lambda: [r["id"] for r in us_landed_rows(sandbox)])
     return Loading(DI_CMD, request.getfixturevalue("di_config"), "/datainsider/api/ingestion/batch",
                    lambda: [r["id"] for r in sandbox.di_rows("items")])
+
+
+# -- DataTile (target-datatile: the file path) ---------------------------------------------
+
+DT_CMD = [sys.executable, "-m", "target_datatile"]
+DT_ERROR = "target-datatile: error: "
+
+
+def dt_snapshot(sandbox: Sandbox) -> dict:
+    """The DataTile emulator's state, every row included."""
+    return sandbox.server.emulators["datatile"].snapshot()  # type: ignore[attr-defined]
+
+
+def dt_rows(sandbox: Sandbox, database: str = "sandbox-database") -> list[dict]:
+    return dt_snapshot(sandbox)["databases"][database]["rows"]
+
+
+@pytest.fixture
+def dt_config(sandbox: Sandbox, tmp_path: Path) -> dict[str, Any]:
+    """A working target-datatile config: stream `items` appends to the sandbox database;
+    fast polls."""
+    return {"api_url": sandbox.server.api_url("datatile"), "token": "dt-sandbox-token",
+            "database_map": {"items": "sandbox-database"}, "poll_interval": 0.05,
+            "created_databases_file": str(tmp_path / "created-databases.json")}
+
+
+@pytest.fixture(params=["datatile"])
+def file_loading(request: pytest.FixtureRequest, sandbox: Sandbox) -> Loading:
+    """Targets on the file path: a stream's rows count only once its file is confirmed, at
+    the end of the input (tests/test_kill_resume.py)."""
+    return Loading(DT_CMD, request.getfixturevalue("dt_config"),
+                   "/datatile/api/v2/upload/*",
+                   lambda: [r["id"] for r in dt_rows(sandbox)], "/datatile/api/v2/jobs/*")
 
 
 # -- Singer messages ------------------------------------------------------------------------
@@ -222,7 +257,7 @@ def target_env(**extra: str) -> dict[str, str]:
     """The environment without any TARGET_* settings of the developer's own."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TARGET_GRAPHITENOTE_", "TARGET_DATAINSIDER_",
-                                "TARGET_USMART_"))}
+                                "TARGET_USMART_", "TARGET_DATATILE_"))}
     env.update(extra)
     return env
 
@@ -275,13 +310,13 @@ def sandbox_url(tmp_path: Path) -> Iterator[str]:
 
 def spawn_target(
     tmp_path: Path, config: dict[str, Any], stdin: bytes | None = None,
-    stderr: int = subprocess.DEVNULL, command: list[str] = TARGET_CMD,
+    stderr: int = subprocess.DEVNULL, command: list[str] = TARGET_CMD, **env: str,
 ) -> subprocess.Popen[bytes]:
     """The real command line as a running process. With `stdin` bytes, a thread writes them
     and closes the pipe (the target may be killed meanwhile); without, the pipe stays open."""
     proc = subprocess.Popen([*command, "--config", str(write_config(tmp_path, config))],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                            env=target_env())
+                            env=target_env(**env))
     if stdin is not None:
         pipe, proc.stdin = proc.stdin, None  # the feeder owns it: communicate() leaves it be
 

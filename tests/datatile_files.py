@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from target_datatile.spss import Compression, HeaderMeter, SpssFileWriter
+from target_core.spool import utf8_widths
+from target_datatile.spss import Compression, HeaderFacts, SpssFileWriter
 from target_datatile.variables import converter_for, datatile_columns
 
 PEOPLE_SCHEMA: dict[str, Any] = {
@@ -31,15 +32,14 @@ PEOPLE = [
 
 def write_spss(path: Path, schema: dict[str, Any], records: list[dict[str, Any]],
                compression: Compression = "zlib", batch_rows: int = 2) -> Path:
-    """Records -> converted rows -> measured -> written in batches of `batch_rows`."""
+    """Records -> converted rows -> measured (as the core's spool does) -> written in
+    batches of `batch_rows`."""
     columns = datatile_columns(schema, ["id"])
     converters = [converter_for(column) for column in columns]
     rows = [[convert(record.get(column.source)) for convert, column in
              zip(converters, columns, strict=True)] for record in records]
-    meter = HeaderMeter("people", columns)
-    for line, row in enumerate(rows, start=1):
-        meter.observe(row, line)
-    writer = SpssFileWriter(path, columns, meter.facts(), compression=compression)
+    facts = HeaderFacts.from_widths(len(rows), columns, utf8_widths(rows, len(columns)))
+    writer = SpssFileWriter(path, columns, facts, compression=compression)
     for start in range(0, len(rows), batch_rows):
         writer.write_batch(rows[start:start + batch_rows])
     writer.close()

@@ -7,7 +7,13 @@ import logging
 import pytest
 
 from target_core import conversions
-from target_core.columns import ColumnType, column_type, columns_from_schema, identifier
+from target_core.columns import (
+    ColumnType,
+    column_type,
+    columns_from_schema,
+    identifier,
+    unique_names,
+)
 from target_core.errors import ConfigError
 from target_core.http import RateLimiter, check_url, retry_after_seconds
 from target_core.redaction import MASK, Redactor, install_log_redaction
@@ -40,6 +46,21 @@ def test_column_names_are_safe_and_unique() -> None:
     assert names == ["a_b", "a_b_2", "A_B_3", "_1st", "uni", "column"]  # case-insensitive
     assert [c.is_key for c in columns_from_schema(schema, ["a-b"])][:2] == [True, False]
     assert identifier("agent:os:version") == "agent_os_version"
+
+
+def test_numbered_names_stay_within_a_byte_limit() -> None:
+    """A platform's name limit (DataTile: 64 bytes) holds after the `_2` suffix too, and a
+    cut never splits a character; so does a column added by a later SCHEMA."""
+    from target_core.filesink import merge_columns
+
+    long = "é" * 40  # 80 bytes: the rule itself keeps names within the limit
+    keep = lambda name: name.encode()[:8].decode("utf-8", "ignore")  # noqa: E731
+    names = unique_names([long, long, "x" * 20, "X" * 20], keep, max_bytes=8)
+    assert names == ["éééé", "ééé_2", "xxxxxxxx", "XXXXXX_2"]
+    assert all(len(n.encode()) <= 8 for n in names)
+    known = columns_from_schema({"properties": {"abcdefgh": {}}}, (), keep, 8)
+    added = columns_from_schema({"properties": {"ABCDEFGH": {}}}, (), keep, 8)
+    assert [c.name for c in merge_columns(known, added, 8)] == ["abcdefgh", "ABCDEF_2"]
 
 
 @pytest.mark.parametrize(("value", "expected"), [

@@ -302,3 +302,15 @@ def test_state_survives_a_restart_and_show_prints_it(tmp_path: Path) -> None:
     assert state["databases"][SANDBOX_DATABASE]["rows"] == PEOPLE_ROWS
     assert [job["status"] for job in state["jobs"]] == ["completed"]
     assert SANDBOX_FOLDER in state["folders"]
+
+
+def test_the_rate_limit_bucket_is_the_token(api: Api, server: SandboxServer) -> None:
+    """`serve --rate-limit-per-minute N` counts each `token` header on its own (the kit's
+    per-credential bucket): the sandbox token's second call waits, another token's does not."""
+    requests.post(f"{server.url}/_sandbox/settings", json={"rate_limit_per_minute": 1},
+                  timeout=10).raise_for_status()
+    first = api.http.get(f"{api.base}/jobs/none", headers=AUTH, timeout=10)
+    second = api.http.get(f"{api.base}/jobs/none", headers=AUTH, timeout=10)
+    other = api.http.get(f"{api.base}/jobs/none", headers={"token": "another"}, timeout=10)
+    assert (first.status_code, second.status_code, other.status_code) == (404, 429, 401)
+    assert int(second.headers["Retry-After"]) > 0

@@ -15,8 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from target_core.columns import Column, ColumnType
-from target_core.errors import InputError
-from target_datatile.spss import HeaderFacts, HeaderMeter, SpssFileWriter, write_spss_file
+from target_datatile.spss import HeaderFacts, SpssFileWriter, write_spss_file
 from target_datatile.variables import (
     MAX_NAME_BYTES,
     RESERVED_WORDS,
@@ -157,30 +156,6 @@ def test_dates_at_the_ends_of_the_calendar(tmp_path: Path) -> None:
     assert abs(got[2] - dt.datetime(1582, 10, 15, 0, 0, 0, 1)) < dt.timedelta(microseconds=2)
 
 
-def test_the_meter_measures_utf8_bytes_and_counts_rows() -> None:
-    columns = datatile_columns({"properties": {"id": {"type": "integer"},
-                                               "t": {"type": ["string", "null"]},
-                                               "j": {"type": "object"}}})
-    meter = HeaderMeter("s", columns)
-    for row in ([1.0, "abc", "{}"], [2.0, "日本", None], [3.0, None, '{"a":1}']):
-        meter.observe(row)
-    assert meter.facts() == HeaderFacts(3, {"t": 6, "j": 7})
-
-
-def test_a_string_over_32767_bytes_is_an_error_naming_stream_line_and_field() -> None:
-    columns = datatile_columns({"properties": {"id": {"type": "integer"},
-                                               "long text": {"type": "string"}}})
-    meter = HeaderMeter("articles", columns)
-    meter.observe([1.0, "é" * 16_383 + "x"], line=7)  # 32,767 bytes: fine
-    secret_text = "ü" * 16_384  # 32,768 bytes
-    with pytest.raises(InputError) as raised:
-        meter.observe([2.0, secret_text], line=8)
-    message = str(raised.value)
-    assert message == ("stream 'articles' line 8: field 'long text' is 32768 bytes of text; "
-                       "an SPSS string variable holds at most 32767 bytes")
-    assert "ü" not in message
-
-
 def test_close_fails_when_fewer_rows_came_than_the_header_holds(tmp_path: Path) -> None:
     columns = [Column("id", "id", ColumnType.INTEGER, False, True)]
     writer = SpssFileWriter(tmp_path / "short.zsav", columns, HeaderFacts(row_count=2))
@@ -207,6 +182,13 @@ def test_converters_cover_every_neutral_type() -> None:
 def test_reserved_words_are_the_vendors_list() -> None:
     assert {"ALL", "AND", "BY", "EQ", "GE", "GT", "LE", "LT", "NE", "NOT", "OR", "TO",
             "WITH"} == RESERVED_WORDS
+
+
+def test_nul_characters_are_dropped_not_cut_at() -> None:
+    text = converter_for(Column("t", "t", ColumnType.TEXT, True, False))
+    as_json = converter_for(Column("j", "j", ColumnType.JSON, True, False))
+    assert text("a\x00b \x01c") == "ab \x01c"
+    assert as_json({"k": "a\x00b"}) == '{"k":"a\\u0000b"}'  # JSON escapes it: kept
 
 
 def test_text_over_the_spss_limit_is_refused_by_the_converter() -> None:

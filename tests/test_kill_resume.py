@@ -250,3 +250,71 @@ def test_a_fill_applied_but_unanswered_is_duplicated_once_and_counted(
         (200, "delay=0.001"), (200, "applied+drop"), (200, None)]
     assert "ConnectionError" in run.stderr  # the retry is logged
     assert states_of(run.stdout)[-1] == {"bookmarks": {"items": {"last_id": 45}}}
+
+
+# -- file platforms: a stream's file is confirmed at the end of the input -------------------
+
+
+def _uploads(sandbox: Sandbox, loading: Loading) -> list[dict]:
+    prefix = loading.batch_route.rstrip("*")
+    return [r for r in sandbox.requests() if r["path"].startswith(prefix)]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_file_target_stopped_mid_stream_uploads_nothing_and_resumes_without_loss(
+        tmp_path: Path, sandbox: Sandbox, file_loading: Loading, stop: signal.Signals) -> None:
+    """Run 1 loads 1..1000. Run 2 reads 1001..3000 through a pipe left open and is stopped
+    once it has spooled three batches: no partial file is uploaded, no STATE passes 1000.
+    Run 3 resumes from the last STATE: every record lands exactly once."""
+    config = {**file_loading.config, "batch_size_rows": 50}
+    first = run_target(tmp_path, config, lines(counter_stream(1, 1000, state_every=37)),
+                       command=file_loading.command)
+    assert first.returncode == 0, first.stderr
+    assert states_of(first.stdout)[-1] == {"bookmarks": {"items": {"last_id": 1000}}}
+    uploaded = len(_uploads(sandbox, file_loading))
+
+    proc = spawn_target(tmp_path, config, stderr=subprocess.PIPE, command=file_loading.command,
+                        LOGLEVEL="DEBUG")
+    assert proc.stdin and proc.stdout
+    log = LineWatcher(proc.stderr)
+    proc.stdin.write(lines(counter_stream(1001, 2000, state_every=37)))
+    proc.stdin.flush()  # half the stream; the pipe stays open: the input has not ended
+    for _ in range(3):
+        log.wait_for("batch is full")  # the sign: rows are being spooled
+    proc.send_signal(stop)
+    assert proc.wait(timeout=30) == (-signal.SIGKILL if stop == signal.SIGKILL else 128 + stop)
+    emitted = proc.stdout.read().splitlines()
+    assert all(bookmark(line) <= 1000 for line in emitted), "a STATE past confirmed data"
+    assert len(_uploads(sandbox, file_loading)) == uploaded, "a partial file was uploaded"
+    assert sorted(file_loading.landed_ids()) == list(range(1, 1001))
+
+    resumed = run_target(tmp_path, config, lines(counter_stream(1001, TOTAL, state_every=37)),
+                         command=file_loading.command)
+    assert resumed.returncode == 0, resumed.stderr
+    assert file_loading.landed_ids() == list(range(1, TOTAL + 1)), "lost or doubled"
+
+
+@pytest.mark.parametrize("load_method", ["append-only", "overwrite"])
+def test_file_target_killed_while_its_file_is_processed(
+        tmp_path: Path, sandbox: Sandbox, file_loading: Loading, load_method: str) -> None:
+    """SIGKILL between the upload and its confirmation: no STATE was written for it. The
+    rerun sends the stream again: a replace (reload) lands it once; an append lands the
+    rows after the last STATE twice (at-least-once), never loses one."""
+    assert file_loading.confirm_route is not None
+    config = {**file_loading.config, "load_method": load_method}
+    sandbox.fault(path=file_loading.confirm_route, delay=0.5, times=1000)  # slow polls
+    stream = lines(counter_stream(1, 500, state_every=37))
+    proc = spawn_target(tmp_path, config, stream, command=file_loading.command)
+    wait_until(lambda: any(r["status"] == 202 for r in _uploads(sandbox, file_loading)),
+               "the upload to be accepted")  # the sign: now the target waits for the job
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    assert proc.stdout is not None and proc.stdout.read() == b"", "STATE before confirmation"
+    wait_until(lambda: len(file_loading.landed_ids()) == 500, "the platform to finish the job")
+    assert sorted(file_loading.landed_ids()) == list(range(1, 501))  # the platform went on
+
+    resumed = run_target(tmp_path, config, stream, command=file_loading.command)
+    assert resumed.returncode == 0, resumed.stderr
+    ids = Counter(file_loading.landed_ids())
+    assert set(ids) == set(range(1, 501))
+    assert set(ids.values()) == ({1} if load_method == "overwrite" else {2})

@@ -24,6 +24,7 @@ import yaml
 from conftest import sandbox_cmd
 
 from target_datainsider.target import TargetDataInsider
+from target_datatile.target import TargetDataTile
 from target_usmart.sandbox import SANDBOX_KEY_ID as US_KEY_ID
 from target_usmart.sandbox import SANDBOX_KEY_SECRET as US_KEY_SECRET
 from target_usmart.sandbox import SANDBOX_ORG as US_ORG
@@ -47,7 +48,7 @@ def project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     (root / "demo").mkdir(parents=True)
     text = (REPO / "meltano.yml").read_text(encoding="utf-8")
-    assert "pip_url: -e .\n" in text, "meltano.yml: expected loaders with `pip_url: -e .`"
+    assert text.count("pip_url: -e .\n") >= 2, "meltano.yml: expected `pip_url: -e .` loaders"
     text = text.replace("pip_url: -e .\n", f"pip_url: -e {REPO}\n")
     (root / "meltano.yml").write_text(text, encoding="utf-8")
     shutil.copy(CUSTOMERS, root / "demo" / "customers.jsonl")
@@ -55,7 +56,8 @@ def project(tmp_path: Path) -> Path:
 
 
 def _env(sandbox_url: str) -> dict[str, str]:
-    drop = ("TARGET_GRAPHITENOTE_", "TARGET_DATAINSIDER_", "TARGET_USMART_", "TAP_JSONL_",
+    drop = ("TARGET_GRAPHITENOTE_", "TARGET_DATAINSIDER_", "TARGET_USMART_",
+            "TARGET_DATATILE_", "TAP_JSONL_",
             "MELTANO_", "VIRTUAL_ENV")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(
@@ -65,6 +67,7 @@ def _env(sandbox_url: str) -> dict[str, str]:
         TARGET_GRAPHITENOTE_API_URL=f"{sandbox_url}/graphitenote/api",
         TARGET_DATAINSIDER_API_URL=f"{sandbox_url}/datainsider/api",
         TARGET_USMART_API_URL=f"{sandbox_url}/usmart",
+        TARGET_DATATILE_API_URL=f"{sandbox_url}/datatile/api/v2",
     )
     return env
 
@@ -253,3 +256,55 @@ def test_meltano_yml_declares_every_usmart_setting_and_both_keys_sensitive() -> 
     assert set(TargetUsmart.config_jsonschema["properties"]) <= set(settings)
     sensitive = {name for name, setting in settings.items() if setting.get("sensitive")}
     assert sensitive == {"api_key_id", "api_key_secret"}
+
+
+def _iso_utc(value: str) -> str:
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def test_meltano_run_lands_every_customer_in_datatile(project: Path, sandbox_url: str,
+                                                      tmp_path: Path) -> None:
+    env = _env(sandbox_url)
+    _meltano(project, env, "install", "loader", "target-datatile", timeout=300)
+    _meltano(project, env, "install", "extractor", "tap-jsonl", timeout=300)
+    _meltano(project, env, "run", "tap-jsonl", "target-datatile")
+    _meltano(project, env, "run", "--full-refresh", "tap-jsonl", "target-datatile")  # reload
+
+    expected = _customers()
+    shown = _shown(tmp_path / "sandbox")["datatile"]
+    database = shown["databases"]["sandbox-database"]
+    assert database["row_count"] == len(expected)  # overwrite (reload): no doubles
+    assert [job["action"] for job in shown["jobs"]] == ["reload", "reload"]
+    kinds = {v["name"]: v["type"] for v in database["variables"]}
+    assert list(kinds.items())[:9] == [
+        ("id", "numeric"), ("name", "string"), ("email", "string"), ("country", "string"),
+        ("signup_at", "datetime"), ("lifetime_value", "numeric"), ("is_active", "numeric"),
+        ("tags", "string"), ("address", "string"),
+    ]  # fmt: skip
+    rows = database["rows"]
+    assert [row["id"] for row in rows] == [record["id"] for record in expected]
+    for row, record in zip(rows, expected, strict=True):
+        where = f"customer {record['id']}"
+        assert row["name"] == record["name"], where
+        assert row["email"] == record["email"], where
+        assert row["signup_at"] == _iso_utc(record["signup_at"]), where
+        assert row["lifetime_value"] == record["lifetime_value"], where
+        assert row["is_active"] == int(record["is_active"]), where
+        assert json.loads(row["tags"]) == record["tags"], where
+        if record["address"] is None:
+            assert row["address"] == "", where  # SPSS has no missing string
+        else:
+            assert json.loads(row["address"]) == record["address"], where
+    state = json.loads(_meltano(project, env, "state", "get",
+                                "dev:tap-jsonl-to-target-datatile"))
+    assert state["singer_state"]["bookmarks"]["customers"]["partitions"]
+
+
+def test_meltano_yml_declares_every_datatile_setting_and_the_token_sensitive() -> None:
+    project = yaml.safe_load((REPO / "meltano.yml").read_text(encoding="utf-8"))
+    (loader,) = [p for p in project["plugins"]["loaders"] if p["name"] == "target-datatile"]
+    settings = {setting["name"]: setting for setting in loader["settings"]}
+    assert set(TargetDataTile.config_jsonschema["properties"]) <= set(settings)
+    sensitive = {name for name, setting in settings.items() if setting.get("sensitive")}
+    assert sensitive == {"token"}

@@ -281,8 +281,8 @@ def _usmart_table(dataset: dict[str, Any]) -> dict[str, Any]:
 
 
 def _clean_env() -> dict[str, str]:
-    drop = ("TARGET_GRAPHITENOTE_", "TARGET_USMART_", "TAP_POSTGRES_", "MELTANO_", "VIRTUAL_ENV",
-            "PG")
+    drop = ("TARGET_GRAPHITENOTE_", "TARGET_USMART_", "TARGET_DATATILE_", "TAP_POSTGRES_",
+            "MELTANO_", "VIRTUAL_ENV", "PG")
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
 
@@ -427,9 +427,10 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _run_and_kill_after_first_state(project: Path, loader: Loader) -> str:
-    """`meltano run` in a session of its own; SIGKILL the group right after Meltano stored a
-    state with a bookmark (it logs STATE_STORED once the state is saved). The bookmark."""
+def _run_and_kill(project: Path, loader: Loader, sign: Callable[[str], bool],
+                  missing: str) -> None:
+    """`meltano run` in a session of its own, SIGKILLed (meltano, the tap and the target)
+    right after a line of its log passes `sign`; fails saying `missing` if none does."""
 
     def kill() -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -443,27 +444,41 @@ def _run_and_kill_after_first_state(project: Path, loader: Loader) -> str:
     watchdog = threading.Timer(120, kill)
     watchdog.start()
     log: list[str] = []
-    bookmark = None
+    seen = False
     try:
         assert proc.stderr is not None
         for line in proc.stderr:
             log.append(line)
-            if STATE_STORED in line and (bookmark := _stored_bookmark(project, loader.state_id)):
+            if sign(line):
+                seen = True
                 kill()
                 break
     finally:
         watchdog.cancel()
         kill()
         proc.wait(timeout=30)
-    if bookmark is None:
-        pytest.fail(f"meltano run ended ({proc.returncode}) before it stored a STATE with a "
-                    "bookmark:\n" + "".join(log[-60:]))
+    if not seen:
+        pytest.fail(f"meltano run ended ({proc.returncode}) {missing}:\n" + "".join(log[-60:]))
     assert proc.returncode == -signal.SIGKILL
     deadline = time.monotonic() + 10
     while _group_alive(proc.pid):
         assert time.monotonic() < deadline, "processes of the killed meltano run still run"
         time.sleep(0.05)
-    return bookmark
+
+
+def _run_and_kill_after_first_state(project: Path, loader: Loader) -> str:
+    """`meltano run`, SIGKILLed right after Meltano stored a state with a bookmark (it logs
+    STATE_STORED once the state is saved). The bookmark."""
+    found: list[str] = []
+
+    def stored(line: str) -> bool:
+        bookmark = STATE_STORED in line and _stored_bookmark(project, loader.state_id)
+        if bookmark:
+            found.append(bookmark)
+        return bool(bookmark)
+
+    _run_and_kill(project, loader, stored, "before it stored a STATE with a bookmark")
+    return found[0]
 
 
 def _utc(value: str) -> str:
@@ -547,6 +562,16 @@ def test_killed_incremental_run_resumes_from_meltano_state(
 
     # run 3: 10 new rows with a later updated_at -> only they land (plus the boundary row the
     # SDK re-reads with `updated_at >= bookmark`)
+    _run_incrementally(postgres, project, sandbox_url, loader, len(after_run2), last,
+                       _check_values)
+
+
+def _run_incrementally(postgres: Postgres, project: Path, sandbox_url: str, loader: Loader,
+                       landed_before: int, last: str,
+                       check: Callable[[list[dict[str, Any]], dict[int, dict[str, Any]]], None],
+                       ) -> None:
+    """10 new rows with a later updated_at, one more `meltano run`: only they land (plus
+    the boundary row the SDK re-reads with `updated_at >= bookmark`), values checked."""
     postgres.psql(
         "INSERT INTO orders (customer, amount, status, updated_at) "
         "SELECT 'Nüwe Kunde ' || g, g * 1.25, NULL, "
@@ -556,11 +581,77 @@ def test_killed_incremental_run_resumes_from_meltano_state(
     source = postgres.orders()
     new_ids = set(sorted(source)[-10:])
     _meltano(project, "run", "tap-postgres", loader.name)
-    after_run3 = loader.landed(sandbox_url)
-    added3 = Counter(row["id"] for row in after_run3[len(after_run2):])
+    after = loader.landed(sandbox_url)
+    added = Counter(row["id"] for row in after[landed_before:])
     boundary = {i for i, row in source.items() if row["updated_at"] == last}
-    assert new_ids <= set(added3) <= new_ids | boundary, added3
-    assert max(added3.values()) == 1
-    _check_values(after_run3[len(after_run2):], source)
+    assert new_ids <= set(added) <= new_ids | boundary, added
+    assert max(added.values()) == 1
+    check(after[landed_before:], source)
     newest = max(source[i]["updated_at"] for i in new_ids)
     assert _utc(_state_get(project, loader.state_id)["replication_key_value"]) == newest
+
+
+# -- file targets: a stream's file is confirmed at the end of the run ------------------------
+
+FILE_LOADERS = [
+    Loader("target-datatile",
+           lambda url: {"api_url": f"{url}/datatile/api/v2", "token": "dt-sandbox-token",
+                        "database_map": {STREAM: "sandbox-database"}, "poll_interval": 0.1},
+           "/datatile/api/v2/upload/*",
+           lambda shown: shown["datatile"]["databases"]["sandbox-database"],
+           {"id": "numeric", "amount": "numeric", "updated_at": "datetime"}),
+]
+FILE_STREAM_SEEN = "Stream 'public-orders' -> "  # the target's line at the stream's SCHEMA
+
+
+def _run_and_kill_mid_stream(project: Path, loader: Loader) -> None:
+    """`meltano run`, SIGKILLed (the whole group) as soon as the target logged that the
+    stream's rows are coming: mid-stream, long before its file could be finished."""
+    _run_and_kill(project, loader, lambda line: FILE_STREAM_SEEN in line,
+                  "before the target saw the stream")
+
+
+def _check_file_values(landed: list[dict[str, Any]], source: dict[int, dict[str, Any]]) -> None:
+    """SPSS: numbers are doubles, date-times ISO text in UTC, a NULL text is ""."""
+    for row in landed:
+        expected = source[row["id"]]
+        where = f"order {row['id']}"
+        assert row["customer"] == expected["customer"], where
+        assert Decimal(str(row["amount"])) == expected["amount"], where
+        assert row["status"] == (expected["status"] or ""), where
+        assert row["updated_at"] == expected["updated_at"].replace(" ", "T") + ".000000", where
+
+
+@pytest.mark.parametrize("loader", FILE_LOADERS, ids=[loader.name for loader in FILE_LOADERS])
+def test_killed_file_load_resumes_with_nothing_lost_or_doubled(
+    postgres: Postgres, sandbox_url: str, tmp_path: Path, loader: Loader
+) -> None:
+    """Run 1 is SIGKILLed mid-stream: no file was finished, so nothing landed and Meltano
+    stored no state. Run 2 (the stale job aged as above) loads every row exactly once, with
+    the values of the source. Run 3, incremental, adds only the new rows (plus the boundary
+    row the tap re-reads)."""
+    _require(MELTANO.exists(), f"{MELTANO} is missing: `make meltano-venv` installs it")
+    _seed(postgres)
+    source = postgres.orders()
+    project = tmp_path / "project"
+    _write_project(project, postgres, sandbox_url, loader)
+    _meltano(project, "install", timeout=300)
+
+    _run_and_kill_mid_stream(project, loader)
+    assert _stored_bookmark(project, loader.state_id) is None
+    shown = _shown(sandbox_url)
+    assert loader.table(shown)["row_count"] == 0, "a partial file was loaded"
+
+    _age_running_jobs(project, loader.state_id)
+    _meltano(project, "run", "tap-postgres", loader.name)
+    assert _job_states(project, loader.state_id) == ["FAIL", "SUCCESS"]
+    landed = loader.landed(sandbox_url)
+    assert sorted(row["id"] for row in landed) == sorted(source), "lost or doubled"
+    _check_file_values(landed, source)
+    variables = {v["name"]: v["type"] for v in loader.table(_shown(sandbox_url))["variables"]}
+    assert {name: variables[name] for name in loader.column_types} == loader.column_types
+    last = max(row["updated_at"] for row in source.values())
+    assert _utc(_state_get(project, loader.state_id)["replication_key_value"]) == last
+
+    _run_incrementally(postgres, project, sandbox_url, loader, len(landed), last,
+                       _check_file_values)

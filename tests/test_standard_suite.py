@@ -26,6 +26,10 @@ from target_core.sandbox import SandboxServer
 from target_datainsider.sandbox import SANDBOX_API_KEY
 from target_datainsider.sink import normalize_name
 from target_datainsider.target import TargetDataInsider
+from target_datatile.sandbox import SANDBOX_FOLDER as DT_FOLDER
+from target_datatile.sandbox import SANDBOX_TOKEN as DT_TOKEN
+from target_datatile.target import TargetDataTile
+from target_datatile.variables import unique_variable_names
 from target_graphitenote.sandbox import SANDBOX_TOKEN, SANDBOX_USER_CODE
 from target_graphitenote.target import TargetGraphiteNote
 from target_usmart import sandbox as usmart_sandbox
@@ -62,6 +66,17 @@ US_CONFIG: dict[str, Any] = {
     "batch_size_rows": 3,
 }
 
+DT_CONFIG: dict[str, Any] = {
+    "token": DT_TOKEN,
+    "api_url": _SERVER.api_url("datatile"),
+    "create_missing_databases": True,
+    "folder_hash": DT_FOLDER,
+    "created_databases_file": str(Path(tempfile.mkdtemp(prefix="dt-suite-created-"))
+                                  / "databases.json"),
+    "poll_interval": 0.02,
+    "batch_size_rows": 3,
+}
+
 TestTargetGraphiteNote = get_target_test_class(
     TargetGraphiteNote, config=CONFIG, parse_env_config=False
 )
@@ -69,6 +84,9 @@ TestTargetDataInsider = get_target_test_class(
     TargetDataInsider, config=DI_CONFIG, parse_env_config=False
 )
 TestTargetUsmart = get_target_test_class(TargetUsmart, config=US_CONFIG, parse_env_config=False)
+TestTargetDataTile = get_target_test_class(
+    TargetDataTile, config=DT_CONFIG, parse_env_config=False
+)
 
 STREAMS = resources.files("singer_sdk.testing") / "target_test_streams"
 LOADABLE = [
@@ -204,3 +222,43 @@ def _row_is(row: dict[str, Any], sent: dict[str, Any]) -> bool:
     return set(columns) <= set(row) and all(
         _same_in_usmart(row[column], columns[column]) if column in columns
         else row[column] is None for column in row)
+
+
+def _spss_value(sent: object, column_type: str) -> object:
+    """What DataTile's SPSS file gives back for a value the tap sent (see docs/datatile.md:
+    booleans 0/1, nulls system-missing or "", nested values as JSON text, strings without
+    NUL characters and trailing blanks)."""
+    if column_type == "string":
+        if sent is None:
+            return ""
+        text = sent if isinstance(sent, str) else json.dumps(sent, separators=(",", ":"),
+                                                            ensure_ascii=False)
+        return text.replace("\x00", "").rstrip(" ")
+    if isinstance(sent, bool):
+        return int(sent)
+    return sent
+
+
+@pytest.mark.parametrize("name", LOADABLE)
+def test_standard_stream_lands_in_datatile_value_by_value(name: str, tmp_path: Path) -> None:
+    with SandboxServer(tmp_path) as server:
+        config = {**DT_CONFIG, "api_url": server.api_url("datatile"),
+                  "created_databases_file": str(tmp_path / "created.json")}
+        target = TargetDataTile(config=config, parse_env_config=False)
+        target.listen(open(STREAMS / f"{name}.singer"))  # noqa: SIM115 - listen reads to the end
+        databases = server.emulators["datatile"].snapshot()["databases"]
+    created = json.loads((tmp_path / "created.json").read_text()).get(
+        config["api_url"], {}) if (tmp_path / "created.json").exists() else {}
+    expected = _records(name)
+    assert set(created) == set(expected)  # a stream with no records: no database
+    for stream, records in expected.items():
+        database = databases[created[stream]]
+        types = {v["label"]: (v["name"], v["type"]) for v in database["variables"]}
+        rows = database["rows"]
+        assert len(rows) == len(records), stream
+        for got, sent in zip(rows, records, strict=True):
+            for key, value in sent.items():
+                column, kind = types[key]
+                assert got[column] == _spss_value(value, kind), (stream, key, got[column])
+        assert [v["name"] for v in database["variables"]] == unique_variable_names(
+            [v["label"] for v in database["variables"]])
