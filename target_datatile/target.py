@@ -11,7 +11,8 @@ from singer_sdk import typing as th
 from target_core.errors import ConfigError
 from target_core.filesink import FileLoad
 from target_core.filetarget import FileTarget
-from target_core.http import ApiSession, RateLimiter, check_url
+from target_core.http import check_url
+from target_core.settings import api_session, check_connection_settings, connection_settings
 from target_datatile.client import PLATFORM, ApiShape, DataTileClient
 from target_datatile.sink import (
     FILE_FORMATS,
@@ -92,15 +93,8 @@ class TargetDataTile(FileTarget):
                     description="Directory for the spool and the SPSS file while a run "
                                 "builds it (default: the system's temporary directory). "
                                 "Needs about twice the stream's file size."),
-        th.Property("rate_limit_per_minute", th.IntegerType, default=0,
-                    description="Most API calls in any 60 s (uploads and polls). 0 (the "
-                                "default) turns the client-side limit off."),
-        th.Property("request_timeout", th.IntegerType, default=300,
-                    description="Seconds to wait for one API answer."),
-        th.Property("max_retries", th.IntegerType, default=8,
-                    description="Retries of a call after 429, 5xx, a dropped connection or a "
-                                "timeout (exponential backoff; Retry-After is honoured). An "
-                                "append whose answer was lost is not repeated."),
+        *connection_settings(rate_limit_default=0, rate_limit_note="uploads and polls; DataTile "
+                             "publishes no number, hence 0 by default"),
         _assumed("job_id_field", th.StringType, _SHAPE.job_id_field,
                  "Field of the upload's answer holding the job id (jobId, job_id are tried "
                  "too)."),
@@ -134,15 +128,12 @@ class TargetDataTile(FileTarget):
 
     def check_config(self) -> None:
         config = self.config
-        check_url(config["api_url"], "api_url")
-        for name in ("batch_size_rows", "request_timeout"):
-            if config.get(name) is not None and config[name] < 1:
-                raise ConfigError(f"{name} must be at least 1")
+        check_connection_settings(config)
+        if config.get("batch_size_rows") is not None and config["batch_size_rows"] < 1:
+            raise ConfigError("batch_size_rows must be at least 1")
         for name in ("poll_interval", "processing_timeout"):
             if config[name] <= 0:
                 raise ConfigError(f"{name} must be more than 0 seconds")
-        if config["rate_limit_per_minute"] < 0 or config["max_retries"] < 0:
-            raise ConfigError("rate_limit_per_minute and max_retries cannot be negative")
         if config["create_missing_databases"] and not config.get("folder_hash"):
             raise ConfigError("create_missing_databases needs folder_hash: the folder new "
                               "databases are created in")
@@ -156,15 +147,8 @@ class TargetDataTile(FileTarget):
     def client(self) -> DataTileClient:
         if self._client is None:
             config = self.config
-            session = ApiSession(
-                config["api_url"],
-                platform=PLATFORM,
-                headers={"token": config["token"],
-                         "User-Agent": f"{self.name}/{self.plugin_version}"},
-                timeout=config["request_timeout"],
-                max_retries=config["max_retries"],
-                rate_limiter=RateLimiter(config["rate_limit_per_minute"]),
-            )
+            session = api_session(config, platform=PLATFORM, headers={
+                "token": config["token"], "User-Agent": f"{self.name}/{self.plugin_version}"})
             shape = ApiShape(
                 job_id_field=config["job_id_field"],
                 job_status_route=config["job_status_route"],
