@@ -184,8 +184,9 @@ class LakeClient(DataInsiderClient):
         try:
             # Repeating an upload whose answer was lost puts the same file name again (the
             # file replaces itself): safe to retry after a dropped connection or a 5xx.
-            response = self.session.upload(route, file, idempotent=True,
-                                           params={"path": path, "sync_id": sync_id})
+            # `overwrite` is the lake web UI's own upload parameter (assumed understood here)
+            response = self.session.upload(route, file, idempotent=True, params={
+                "path": path, "sync_id": sync_id, "overwrite": "true"})
         except HttpStatusError as exc:
             raise self._explain(exc, path) from None
         try:

@@ -43,10 +43,13 @@ Data Lake file sync (v1.4.19 ``IngestionController`` + ``ApiKeyFilter``, and the
 - ``lake/file/upload?path=&sync_id=`` (multipart field ``file``): an IncrementalSync's
   file lands in the sync's directory at once; a FullSync's is staged in ``/tmp<path>``
   and on sync end the old directory moves to the trash (``/user/root/.Trash<path>``) and the
-  staged one takes its place. Answers ``{"code": 0, "msg": null}``; an unknown or ended
-  sync, a missing ``file`` part or a file that is not Parquet answer HTTP 200 with a
-  non-zero ``code`` (the lake's codes; its HTTP statuses are unknown). Every upload is read
-  back with pyarrow (rows, columns) and gets a history row.
+  staged one takes its place (nothing staged: 500 ``move full sync files failed: ``). As
+  in the server, nothing ever clears ``/tmp<path>``: files a killed FullSync staged are
+  published by the next FullSync of that path. The upload answers ``{"code": 0, "msg":
+  null}``; an unknown or ended sync, a missing ``file`` part or a file that is not
+  Parquet answer HTTP 200 with a non-zero ``code`` (the lake's codes; its HTTP statuses
+  are unknown). Every upload is read back with pyarrow (rows, columns) and gets a history
+  row.
 - ``ingestion/file/sync/list`` and ``history`` (``from``, ``size``; no key; missing
   parameters mean ``limit 0``, so ``[]``).
 
@@ -651,9 +654,11 @@ class DataLake:
             if sync["sync_type"] == "FullSync":  # the staged directory replaces the old one
                 directories, path = self.meta["directories"], sync["path"]
                 self._remove(TRASH_ROOT + path)
-                if path in directories:
-                    directories[TRASH_ROOT + path] = directories.pop(path)
-                directories[path] = directories.pop(STAGING_ROOT + path, {})
+                directories[TRASH_ROOT + path] = directories.pop(path, {})
+                if STAGING_ROOT + path not in directories:  # nothing staged: the move fails
+                    self._save()
+                    raise DIError(500, "internal_error", "move full sync files failed: ")
+                directories[path] = directories.pop(STAGING_ROOT + path)
             sync.update(sync_status="Finished", end_time=_now_ms())
             self._save()
             return True

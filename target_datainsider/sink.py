@@ -459,8 +459,13 @@ class LakeLoad(FileLoad):
             self.logger.info("Stream '%s': %s file sync %d started (%s) for lake directory %s",
                              self.stream, PLATFORM, self.sync_id, SYNC_TYPES[self.replace],
                              self.directory)
-        # unique in the directory across runs and streams: the sync id is the server's own
-        name = f"{self._stem}-{self.sync_id}-{file.number:04d}{file.suffix}"
+        # IncrementalSync: a name no other run or stream uses (the sync id is the server's).
+        # FullSync: the same names in every run. The server stages a FullSync's files in
+        # /tmp<path> and never clears that directory, so a killed FullSync leaves its files
+        # there for the next one to publish; a resumed run puts the same names and replaces
+        # them (see docs/datainsider.md).
+        number = f"{file.number:04d}{file.suffix}"
+        name = f"{self._stem}-{number}" if self.replace else f"{self._stem}-{self.sync_id}-{number}"
         self.client.upload(self.directory, self.sync_id,
                            MultipartFile("file", file.path, name, file.media_type))
 
