@@ -70,6 +70,14 @@ def test_values_land_in_parquet_with_arrow_types(tmp_path: Path, sandbox: Sandbo
     result = run(tmp_path, lake_config, messages)
     assert result.returncode == 0, result.stderr
     assert states_of(result.stdout) == [{"at": 3}]
+    for progress in ("Stream 'people': DataInsider file sync 1 started (IncrementalSync) for "
+                     "lake directory /data/singer/people",
+                     "Stream 'people': file 1 (3 rows, ",
+                     "Stream 'people': batch 1 (3 rows) acknowledged in ",
+                     "3 rows and 3 calls so far",
+                     "Summary: stream 'people': 3 rows in 1 batches",
+                     "Summary: 3 rows in 3 calls in "):
+        assert progress in result.stderr, progress
     (name, path), = sandbox.di_lake_files("/data/singer/people")
     assert name == "people-1-0001.parquet"
     table = pq.read_table(path)
