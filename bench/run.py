@@ -10,6 +10,10 @@ Subjects, run in interleaved rounds so drift on a noisy machine hits all alike:
   its own process; client-side rate limit off (the sandbox has none either).
 - `target-csv`: meltanolabs-target-csv 0.5.0, installed into `--peer-dir` on first use
   (skipped above `--peer-max` records: it keeps the whole stream in memory).
+- `target-datainsider` (warehouse mode: positional batches) and `target-datainsider-lake`
+  (lake mode: Parquet files, one IncrementalSync), append-only, into the same sandbox;
+  checked by the table's and the lake directory's row counts.
+`--subjects` runs only the subjects named.
 Each run's wall time, peak RSS (GNU time, the target process alone) and correctness (the
 last STATE matches the stream's; the sandbox holds every record) go to a JSON-lines file;
 a markdown table of medians is printed at the end.
@@ -67,6 +71,15 @@ class Sandbox:
         state = self.control("GET", "state?max_rows=0")
         return state["graphitenote"]["datasets"]["sandbox-dataset"]["row_count"]
 
+    def di_row_count(self) -> int:
+        state = self.control("GET", "state?max_rows=0")["datainsider"]
+        table = state["databases"].get("bench", {}).get("tables", {}).get("customers", {})
+        return table.get("row_count", 0)
+
+    def lake_row_count(self) -> int:
+        lake = self.control("GET", "state?max_rows=0")["datainsider"]["lake"]
+        return lake["directories"].get("/bench/customers", {}).get("row_count", 0)
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
@@ -110,6 +123,7 @@ def main() -> int:
     parser.add_argument("--peer-max", type=int, default=200_000,
                         help="largest stream the peer target-csv is run on")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--subjects", nargs="+", help="run only these subjects")
     parser.add_argument("--peer-dir", type=Path, default=Path("/tmp/singer-bench"))
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "gn-bench")
     parser.add_argument("--results", type=Path, default=HERE / "results" / "results.jsonl")
@@ -121,6 +135,12 @@ def main() -> int:
     config = {"api_token": "gn-sandbox-token", "user_code": "gn-sandbox-user",
               "api_url": sandbox.url + "/graphitenote/api", "dataset_code": "sandbox-dataset",
               "rate_limit_per_minute": 0}  # append-only: STATE after every fill
+    di_config = {"api_url": sandbox.url + "/datainsider/api", "api_key": "di-sandbox-key",
+                 "database": "bench"}
+    di_lake_config = {**di_config, "mode": "lake", "lake_path_prefix": "/bench"}
+    checks = {"target-graphitenote": sandbox.row_count,
+              "target-datainsider": sandbox.di_row_count,
+              "target-datainsider-lake": sandbox.lake_row_count}
     rows = []
     try:
         for records in args.records:
@@ -134,21 +154,26 @@ def main() -> int:
             if peer and records <= args.peer_max:
                 subjects["target-csv"] = ([str(peer), "--config", "{config}"],
                                           {"output_path": "{workdir}"})
+            di_cmd = [str(VENV_BIN / "target-datainsider"), "--config", "{config}"]
+            subjects["target-datainsider"] = (di_cmd, di_config)
+            subjects["target-datainsider-lake"] = (di_cmd, di_lake_config)
+            if args.subjects:
+                subjects = {k: v for k, v in subjects.items() if k in args.subjects}
             for round_no in range(1, args.rounds + 1):
                 for label, (cmd, cfg) in subjects.items():
                     workdir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=args.cache))
                     config_path = workdir / "config.json"
                     if cfg is not None:
                         config_path.write_text(json.dumps(cfg).replace("{workdir}", str(workdir)))
-                    if label == "target-graphitenote":
+                    if label in checks:
                         sandbox.control("POST", "reset")
                     wall, rss, code, out = timed(
                         [c.replace("{config}", str(config_path)) for c in cmd], stream, workdir)
                     ok, states = code == 0, len(out)
                     if cfg is not None:
                         ok = ok and json.loads(out[-1] if out else "null") == expected
-                    if label == "target-graphitenote":
-                        ok = ok and sandbox.row_count() == records
+                    if label in checks:
+                        ok = ok and checks[label]() == records
                     row = {"label": label, "records": records, "round": round_no,
                            "wall_s": round(wall, 3), "rec_per_s": round(records / wall),
                            "peak_rss_mb": round(rss, 1), "states_out": states, "ok": ok}

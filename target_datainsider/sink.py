@@ -50,7 +50,7 @@ from target_core import conversions
 from target_core.columns import Column, ColumnType
 from target_core.errors import ApiError, ConfigError, PayloadTooLarge, TargetError
 from target_core.filesink import FileLoad, FinishedFile
-from target_core.formats import ParquetWriter
+from target_core.formats import FormatWriter
 from target_core.http import MultipartFile
 from target_core.rows import Converter
 from target_core.sink import Acknowledged, CoreSink, SinkParts
@@ -429,15 +429,23 @@ def lake_directory(stream: str, config: Mapping[str, Any]) -> str:
     return f"{config['lake_path_prefix'].rstrip('/')}/{name}"
 
 
+def parquet_writer() -> type[FormatWriter]:
+    """`target_core.parquet.ParquetWriter`, imported on first use: pyarrow's Parquet support
+    costs ~35 MB of memory, which warehouse mode never pays."""
+    from target_core.parquet import ParquetWriter
+
+    return ParquetWriter
+
+
 class LakeLoad(FileLoad):
     """One stream's Parquet files in one file sync of its lake directory (sender thread)."""
 
-    writer_class = ParquetWriter
     max_file_bytes = MAX_LAKE_FILE_BYTES
 
     def __init__(self, stream: str, directory: str, replace: bool, client: LakeClient,
                  logger: logging.Logger, acknowledged: Acknowledged | None = None) -> None:
         super().__init__(stream)
+        self.writer_class = parquet_writer()  # type: ignore[misc]
         self.directory = directory
         self.replace = replace
         self.client = client
