@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from target_core import conversions
 from target_core.columns import Column, ColumnType
+from target_core.conversions import _parse as parse_datetime
 from target_core.errors import TargetError
 from target_core.formats import FormatWriter, Row
 from target_core.rows import Converter
@@ -63,15 +64,7 @@ def epoch_microseconds(value: Any) -> int | None:
     `timestamp[us, UTC]`): exact at any year 1-9999 and any offset; naive means UTC."""
     if value is None:
         return None
-    if isinstance(value, dt.datetime):  # a stream map may hand over datetime objects
-        parsed = value
-    elif type(value) is str:
-        try:
-            parsed = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError("is not a valid ISO 8601 date-time") from None
-    else:
-        raise ValueError("must be a date-time string")
+    parsed = parse_datetime(value)  # a str, or a datetime from a stream map
     since = parsed - (_EPOCH if parsed.tzinfo is None else _EPOCH_UTC)
     return since // _MICROSECOND
 

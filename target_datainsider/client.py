@@ -131,13 +131,8 @@ class DataInsiderClient:
     @staticmethod
     def _explain(exc: HttpStatusError, table: str) -> ApiError:
         status, route = exc.status, exc.route.split("?")[0]
-        try:
-            envelope = orjson.loads(exc.detail)
-        except orjson.JSONDecodeError:
-            envelope = None
-        reason = envelope.get("reason") if isinstance(envelope, dict) else None
-        message = envelope.get("message") if isinstance(envelope, dict) else None
-        said = f": {message}" if isinstance(message, str) and message else f": {exc.detail}"
+        reason, message = _envelope(exc)
+        said = f": {message}"
         if status == 413:
             return PayloadTooLarge(f"{PLATFORM} refused the batch as too large (HTTP 413)", 413)
         if status == 401:
@@ -157,6 +152,18 @@ class DataInsiderClient:
         else:
             text = f"{PLATFORM} failed on {route} for {table} (HTTP {status} {reason or ''}){said}"
         return ApiError(" ".join(text.split()), status)
+
+
+def _envelope(exc: HttpStatusError) -> tuple[str | None, str]:
+    """(reason, message) of an error answer `{"code", "reason", "message"}`; the message is
+    the answer's text when it has none."""
+    try:
+        envelope = orjson.loads(exc.detail)
+    except orjson.JSONDecodeError:
+        envelope = None
+    reason = envelope.get("reason") if isinstance(envelope, dict) else None
+    message = envelope.get("message") if isinstance(envelope, dict) else None
+    return reason, message if isinstance(message, str) and message else exc.detail
 
 
 SYNC_TYPES = {False: "IncrementalSync", True: "FullSync"}
@@ -217,12 +224,7 @@ class LakeClient(DataInsiderClient):
     @staticmethod
     def _explain(exc: HttpStatusError, where: str) -> ApiError:
         status, route = exc.status, exc.route.split("?")[0]
-        try:
-            envelope = orjson.loads(exc.detail)
-        except orjson.JSONDecodeError:
-            envelope = None
-        message = envelope.get("message") if isinstance(envelope, dict) else None
-        message = message if isinstance(message, str) and message else exc.detail
+        message = _envelope(exc)[1]
         if status == 400 and ("api key" in message or "`api_key`" in message):
             text = (f"{PLATFORM} refused the file sync key (HTTP 400 on {route}: {message}): "
                     "check lake_api_key (file sync checks one key, set by the server's "

@@ -77,7 +77,6 @@ from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -712,6 +711,21 @@ class LakeRefusal(Exception):
 Handler = Callable[[Request, dict[str, Any], list[str]], Reply]
 
 
+def _body_and_key(request: Request) -> tuple[Any, str | None]:
+    """The JSON body (numbers with a fraction as `Decimal`; None if not JSON) and the
+    `api_key` from the query string or, else, the body (`getQueryOrBodyParam`)."""
+    parsed: Any = None
+    if request.body:
+        try:
+            parsed = _decode_exact(request.body)
+        except msgspec.DecodeError:
+            parsed = None
+    key = request.query.get("api_key")
+    if not key and isinstance(parsed, dict) and isinstance(parsed.get("api_key"), str):
+        key = parsed["api_key"]
+    return parsed, key
+
+
 class DataInsiderEmulator:
     """The warehouse and file sync routes under ``/datainsider/api`` (key
     :data:`SANDBOX_API_KEY`, also the file sync's one key)."""
@@ -783,15 +797,7 @@ class DataInsiderEmulator:
     def _file_sync_body(request: Request) -> dict[str, Any]:
         """`ApiKeyFilter` (the one server-wide key, before the body is bound), then the
         body as Finatra binds it (JSON content type only)."""
-        parsed: Any = None
-        if request.body:
-            try:
-                parsed = orjson.loads(request.body)
-            except orjson.JSONDecodeError:
-                parsed = None
-        key = request.query.get("api_key")
-        if not key and isinstance(parsed, dict) and isinstance(parsed.get("api_key"), str):
-            key = parsed["api_key"]
+        parsed, key = _body_and_key(request)
         if not key:
             raise DIError(400, "bad_request", "the field `api_key` is missing or empty.")
         if not hmac.compare_digest(key.encode(), SANDBOX_API_KEY.encode()):
@@ -867,15 +873,7 @@ class DataInsiderEmulator:
     def _authenticate(request: Request, needs_edit: bool) -> dict[str, Any]:
         """The key from the query or the JSON body (read whatever the content type); the
         body as the route binds it (only with an application/json content type)."""
-        parsed: Any = None
-        if request.body:
-            try:
-                parsed = _decode_exact(request.body)
-            except msgspec.DecodeError:
-                parsed = None
-        key = request.query.get("api_key")
-        if not key and isinstance(parsed, dict) and isinstance(parsed.get("api_key"), str):
-            key = parsed["api_key"]
+        parsed, key = _body_and_key(request)
         if not key:
             raise DIError(401, "not_authenticated", "the session is expired or invalid.")
         if hmac.compare_digest(key.encode(), SANDBOX_API_KEY.encode()):
