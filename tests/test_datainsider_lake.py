@@ -317,3 +317,16 @@ def test_killed_during_the_sync_then_resumed_loses_nothing(
     landed = Counter(ids(sandbox))
     assert set(landed) == set(range(1, 301)), "records were lost"
     assert set(landed.values()) == ({2} if method == "append-only" else {1})
+
+
+@pytest.mark.parametrize(("bad", "expected"), [
+    ("{not json", "line 4: not a valid JSON line"),
+    ('{"type": "RECORD", "stream": "items", "record": {"id": "x", "label": null}}',
+     "line 4: stream 'items': field 'id' must be integer"),
+])
+def test_bad_input_is_one_line_and_syncs_nothing(tmp_path: Path, sandbox: Sandbox,
+                                                 lake_config: dict, bad: str,
+                                                 expected: str) -> None:
+    messages = [*counter_stream(1, 1, state_every=1), bad]
+    assert error_line(run(tmp_path, lake_config, messages), PREFIX).startswith(expected)
+    assert syncs(sandbox) == []
