@@ -17,6 +17,10 @@ Subjects, run in interleaved rounds so drift on a noisy machine hits all alike:
   `--datatile-formats`), uploaded to the DataTile emulator, which reads it back with
   pyreadstat; correct only if the database then holds every record. The sandbox is started
   with `--max-body-bytes 2 GiB` so a 2M-record file fits.
+- `target-datainsider` (warehouse mode: positional batches) and `target-datainsider-lake`
+  (lake mode: Parquet files, one IncrementalSync), append-only, into the same sandbox;
+  checked by the table's and the lake directory's row counts.
+`--subjects` runs only the subjects named.
 Each run's wall time, peak RSS (GNU time, the target process alone) and correctness (the
 last STATE matches the stream's; the sandbox holds every record) go to a JSON-lines file;
 a markdown table of medians is printed at the end.
@@ -89,6 +93,15 @@ class Sandbox:
             return 0
         return sum(r["rows"] for r in latest)
 
+    def di_row_count(self) -> int:
+        state = self.control("GET", "state?max_rows=0")["datainsider"]
+        table = state["databases"].get("bench", {}).get("tables", {}).get("customers", {})
+        return table.get("row_count", 0)
+
+    def lake_row_count(self) -> int:
+        lake = self.control("GET", "state?max_rows=0")["datainsider"]["lake"]
+        return lake["directories"].get("/bench/customers", {}).get("row_count", 0)
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
@@ -132,13 +145,13 @@ def main() -> int:
     parser.add_argument("--peer-max", type=int, default=200_000,
                         help="largest stream the peer target-csv is run on")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--subjects", nargs="+", help="run only these subjects")
     parser.add_argument("--peer-dir", type=Path, default=Path("/tmp/singer-bench"))
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "gn-bench")
     parser.add_argument("--results", type=Path, default=HERE / "results" / "results.jsonl")
     parser.add_argument("--datatile-formats", nargs="*", default=[None],
                         help="file_format values for target-datatile (default: its default); "
                              "none: leave target-datatile out")
-    parser.add_argument("--only", nargs="*", help="run only these subjects (labels)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     args.results.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +163,13 @@ def main() -> int:
     us_config = {"org_guid": "sandbox-org", "api_key_id": "us-sandbox-key-id",
                  "api_key_secret": "us-sandbox-key-secret", "api_url": sandbox.url + "/usmart",
                  "dataset_guid": "sandbox-dataset"}  # one CSV, uploaded at the end
+    di_config = {"api_url": sandbox.url + "/datainsider/api", "api_key": "di-sandbox-key",
+                 "database": "bench"}
+    di_lake_config = {**di_config, "mode": "lake", "lake_path_prefix": "/bench"}
+    checks = {"target-graphitenote": sandbox.row_count,
+              "target-usmart": sandbox.usmart_rows,
+              "target-datainsider": sandbox.di_row_count,
+              "target-datainsider-lake": sandbox.lake_row_count}
     rows = []
     try:
         for records in args.records:
@@ -169,26 +189,27 @@ def main() -> int:
                 label = "target-datatile" + (f" ({file_format})" if file_format else "")
                 subjects[label] = ([str(VENV_BIN / "target-datatile"), "--config", "{config}"],
                                    datatile_config(sandbox.url, file_format))
-            if args.only:
-                subjects = {k: v for k, v in subjects.items() if k in args.only}
+                checks[label] = lambda label=label: sandbox.row_count(label)
+            di_cmd = [str(VENV_BIN / "target-datainsider"), "--config", "{config}"]
+            subjects["target-datainsider"] = (di_cmd, di_config)
+            subjects["target-datainsider-lake"] = (di_cmd, di_lake_config)
+            if args.subjects:
+                subjects = {k: v for k, v in subjects.items() if k in args.subjects}
             for round_no in range(1, args.rounds + 1):
                 for label, (cmd, cfg) in subjects.items():
                     workdir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=args.cache))
                     config_path = workdir / "config.json"
                     if cfg is not None:
                         config_path.write_text(json.dumps(cfg).replace("{workdir}", str(workdir)))
-                    if label.startswith(("target-graphitenote", "target-usmart",
-                                         "target-datatile")):
+                    if label in checks:
                         sandbox.control("POST", "reset")
                     wall, rss, code, out = timed(
                         [c.replace("{config}", str(config_path)) for c in cmd], stream, workdir)
                     ok, states = code == 0, len(out)
                     if cfg is not None:
                         ok = ok and json.loads(out[-1] if out else "null") == expected
-                    if label.startswith(("target-graphitenote", "target-datatile")):
-                        ok = ok and sandbox.row_count(label) == records
-                    if label == "target-usmart":
-                        ok = ok and sandbox.usmart_rows() == records
+                    if label in checks:
+                        ok = ok and checks[label]() == records
                     row = {"label": label, "records": records, "round": round_no,
                            "wall_s": round(wall, 3), "rec_per_s": round(records / wall),
                            "peak_rss_mb": round(rss, 1), "states_out": states, "ok": ok}

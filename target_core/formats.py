@@ -4,7 +4,7 @@ A `FileSink` (see `filesink.py`) hands batches of rows to a writer on the *packe
 as Python values already converted for the format (no JSON text per row). One writer makes
 one file; a platform picks the writer class for a stream in its `FileLoad`.
 
-How a format plugs in (CSV here; Parquet and SPSS come with their platforms):
+How a format plugs in (CSV here, Parquet in `parquet.py`; SPSS comes with its platform):
 
 - `suffix` / `media_type`: what the file is called and sent as.
 - `converter_for(column)`: the values the format wants for a neutral column type
@@ -208,3 +208,4 @@ class SpooledWriter(FormatWriter):
     def discard(self) -> None:
         self.spool.discard()
         super().discard()
+

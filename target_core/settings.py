@@ -42,14 +42,15 @@ def check_connection_settings(config: Mapping[str, Any]) -> None:
         raise ConfigError("rate_limit_per_minute and max_retries cannot be negative")
 
 
-def api_session(config: Mapping[str, Any], *, platform: str,
-                headers: Mapping[str, str]) -> ApiSession:
-    """The target's one HTTP session, as the connection settings say."""
+def api_session(config: Mapping[str, Any], *, platform: str, headers: Mapping[str, str],
+                rate_limiter: RateLimiter | None = None) -> ApiSession:
+    """An HTTP session as the connection settings say. Sessions of one target that call
+    the same platform share one `rate_limiter` (the limit counts every call)."""
     return ApiSession(
         config["api_url"],
         platform=platform,
         headers=headers,
         timeout=config["request_timeout"],
         max_retries=config["max_retries"],
-        rate_limiter=RateLimiter(config["rate_limit_per_minute"]),
+        rate_limiter=rate_limiter or RateLimiter(config["rate_limit_per_minute"]),
     )

@@ -1,4 +1,5 @@
-"""The DataInsider (Rocket.BI) warehouse API, one method per route (see docs/datainsider.md).
+"""The DataInsider (Rocket.BI) API, one method per route (see docs/datainsider.md): the
+warehouse routes (`DataInsiderClient`) and the Data Lake file sync (`LakeClient`).
 
 Routes (base `https://<client>.datainsider.co/api`; the `api_key` travels in the JSON body,
 or in the query string of GET and DELETE; JSON keys in snake_case):
@@ -11,7 +12,17 @@ or in the query string of GET and DELETE; JSON keys in snake_case):
 | POST   | `ingestion/csv`                | rows as CSV text (writes NULLs)                 |
 | DELETE | `ingestion/<db>/<tbl>`         | truncate                                        |
 
-Errors come as `{"code", "reason", "message"}`; they are turned into lines a user can act on.
+File sync (the server's v1.4.19 routes and the vendor's "File upload" page; one key per
+server, `lake_api_key`, in the JSON body of start and end):
+
+| method | route                                   | what for                               |
+|--------|-----------------------------------------|----------------------------------------|
+| POST   | `ingestion/file/sync/start`             | `{name, path, sync_type}` -> `sync_id` |
+| POST   | `lake/file/upload?path=&sync_id=`       | one file, multipart field `file`       |
+| POST   | `ingestion/file/sync/end`               | `{sync_id}` -> `{"success"}`           |
+
+Errors come as `{"code", "reason", "message"}` (the lake's upload: `{"code", "msg"}`, code 0
+for success); they are turned into lines a user can act on.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from urllib.parse import quote
 import orjson
 
 from target_core.errors import ApiError, PayloadTooLarge
-from target_core.http import ApiSession, HttpStatusError
+from target_core.http import ApiSession, HttpStatusError, MultipartFile
 
 PLATFORM = "DataInsider"
 CSV_SETTING = {"include_header": False, "delimiter": ",", "add_batch_info": False}
@@ -97,7 +108,7 @@ class DataInsiderClient:
     # -- one call --------------------------------------------------------------------------
 
     def _call(self, method: str, route: str, body: dict[str, Any] | bytes | None,
-              *, table: str) -> Any:
+              *, table: str = "") -> Any:
         params = None
         if isinstance(body, dict):
             body = orjson.dumps({"api_key": self.api_key, **body})
@@ -120,13 +131,8 @@ class DataInsiderClient:
     @staticmethod
     def _explain(exc: HttpStatusError, table: str) -> ApiError:
         status, route = exc.status, exc.route.split("?")[0]
-        try:
-            envelope = orjson.loads(exc.detail)
-        except orjson.JSONDecodeError:
-            envelope = None
-        reason = envelope.get("reason") if isinstance(envelope, dict) else None
-        message = envelope.get("message") if isinstance(envelope, dict) else None
-        said = f": {message}" if isinstance(message, str) and message else f": {exc.detail}"
+        reason, message = _envelope(exc)
+        said = f": {message}"
         if status == 413:
             return PayloadTooLarge(f"{PLATFORM} refused the batch as too large (HTTP 413)", 413)
         if status == 401:
@@ -145,4 +151,90 @@ class DataInsiderClient:
                     "lower rate_limit_per_minute or raise max_retries")
         else:
             text = f"{PLATFORM} failed on {route} for {table} (HTTP {status} {reason or ''}){said}"
+        return ApiError(" ".join(text.split()), status)
+
+
+def _envelope(exc: HttpStatusError) -> tuple[str | None, str]:
+    """(reason, message) of an error answer `{"code", "reason", "message"}`; the message is
+    the answer's text when it has none."""
+    try:
+        envelope = orjson.loads(exc.detail)
+    except orjson.JSONDecodeError:
+        envelope = None
+    reason = envelope.get("reason") if isinstance(envelope, dict) else None
+    message = envelope.get("message") if isinstance(envelope, dict) else None
+    return reason, message if isinstance(message, str) and message else exc.detail
+
+
+SYNC_TYPES = {False: "IncrementalSync", True: "FullSync"}
+"""load_method overwrite -> FullSync (the directory is replaced on sync end)."""
+LAKE_CODES = {1: "Fail", 2: "Exception", 4: "InvalidParam", 7: "NotFound", 9: "NotExist",
+              10: "AlreadyExist", 18: "NotPermit", 22: "WrongAuth"}
+"""The lake's answer codes, from the web client's `LakeHouseResponse` enum (0: success)."""
+
+
+class LakeClient(DataInsiderClient):
+    """The Data Lake file sync, with the server's one file-sync key (`lake_api_key`)."""
+
+    def start_sync(self, name: str, path: str, replace: bool) -> int:
+        """A new sync of the directory `path`; FullSync when `replace`. Returns its id."""
+        answer = self._call("POST", "ingestion/file/sync/start", {
+            "name": name, "path": path, "sync_type": SYNC_TYPES[replace]})
+        sync_id = answer.get("sync_id") if isinstance(answer, dict) else None
+        if not isinstance(sync_id, int) or isinstance(sync_id, bool):
+            raise ApiError(f"{PLATFORM} answered ingestion/file/sync/start without a sync_id")
+        return sync_id
+
+    def upload(self, path: str, sync_id: int, file: MultipartFile) -> None:
+        """One file into the sync's directory; the answer's `code` must be 0."""
+        route = "lake/file/upload"
+        try:
+            # Repeating an upload whose answer was lost puts the same file name again (the
+            # file replaces itself): safe to retry after a dropped connection or a 5xx.
+            # `overwrite` is the lake web UI's own upload parameter (assumed understood here)
+            response = self.session.upload(route, file, idempotent=True, params={
+                "path": path, "sync_id": sync_id, "overwrite": "true"})
+        except HttpStatusError as exc:
+            raise self._explain(exc, path) from None
+        try:
+            answer = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            answer = None
+        code = answer.get("code") if isinstance(answer, dict) else None
+        if code != 0:
+            said = answer.get("msg") if isinstance(answer, dict) else None
+            name = LAKE_CODES.get(code, "no code") if isinstance(code, int) else "no code"
+            raise ApiError(f"{PLATFORM} refused file {file.file_name} for lake directory "
+                           f"{path} (code {code} {name}): {said or 'no message'}",
+                           response.status_code)
+
+    def end_sync(self, sync_id: int) -> None:
+        """End the sync: a FullSync's files replace the directory now. `success` must be
+        true."""
+        try:
+            answer = self._call("POST", "ingestion/file/sync/end", {"sync_id": sync_id})
+        except ApiError as exc:
+            if "already ended" not in str(exc):
+                raise
+            return  # our own end, repeated after its answer was lost: it took effect
+        if not isinstance(answer, dict) or answer.get("success") is not True:
+            raise ApiError(f"{PLATFORM} did not end file sync {sync_id}: success="
+                           f"{answer.get('success') if isinstance(answer, dict) else None}")
+
+    @staticmethod
+    def _explain(exc: HttpStatusError, where: str) -> ApiError:
+        status, route = exc.status, exc.route.split("?")[0]
+        message = _envelope(exc)[1]
+        if status == 400 and ("api key" in message or "`api_key`" in message):
+            text = (f"{PLATFORM} refused the file sync key (HTTP 400 on {route}: {message}): "
+                    "check lake_api_key (file sync checks one key, set by the server's "
+                    "administrator in file_sync.default_api_key)")
+        elif status == 413:
+            text = (f"{PLATFORM} refused a file for {where} as too large (HTTP 413 on {route})")
+        elif status == 429:
+            text = (f"{PLATFORM} kept refusing calls for the rate limit (HTTP 429 on {route}): "
+                    "lower rate_limit_per_minute or raise max_retries")
+        else:
+            where_text = f" for {where}" if where else ""
+            text = f"{PLATFORM} failed on {route}{where_text} (HTTP {status}): {message}"
         return ApiError(" ".join(text.split()), status)

@@ -1,5 +1,6 @@
-"""A faithful emulator of the DataInsider (Rocket.BI) warehouse API
-(``/work/shared/apis/datainsider.md``: the routes of the server's HEAD, its section 7 checklist).
+"""A faithful emulator of the DataInsider (Rocket.BI) API
+(``/work/shared/apis/datainsider.md``: the warehouse routes of the server's HEAD and the
+Data Lake file sync of v1.4.19, its section 7 checklist).
 
 Served by ``target-sandbox serve`` under ``/datainsider/api``, so a target configured with
 ``api_url = http://127.0.0.1:PORT/datainsider/api`` runs its real HTTP path with no account.
@@ -26,27 +27,60 @@ Dates (batch): a JSON integer is epoch milliseconds; a string is tried against e
 column's ``input_formats`` (Java ``SimpleDateFormat`` patterns, parsed from the start of the
 text) or, when it has none, ``yyyy-MM-dd HH:mm:ss``, in the column's time zone (UTC by
 default). CSV reads dates with the first input format only.
+Numbers are stored as the text they arrived with (a ``double`` column of the real server
+keeps a Float64, 15-17 significant digits: see docs/datainsider.md), so a test sees exactly
+what a target sent.
+
+Data Lake file sync (v1.4.19 ``IngestionController`` + ``ApiKeyFilter``, and the vendor's
+"File upload" page for the lake's upload route):
+
+- ``ingestion/file/sync/start`` ``{name, path, api_key, sync_type}`` -> ``{"sync_id"}``;
+  ``ingestion/file/sync/end`` ``{sync_id, api_key}`` -> ``{"success": true}``. The key
+  (query or JSON body, checked before the body is bound) is one server-wide key, here the
+  same ``di-sandbox-key``: missing or wrong, 400 ``bad_request``. A ``sync_type`` other than
+  ``FullSync`` / ``IncrementalSync``: 500 ``No value found for '<x>'``; an unknown sync id:
+  400 ``sync info for id <id> not found``; ending twice: 400 ``job is already ended``.
+- ``lake/file/upload?path=&sync_id=`` (multipart field ``file``): an IncrementalSync's
+  file lands in the sync's directory at once; a FullSync's is staged in ``/tmp<path>``
+  and on sync end the old directory moves to the trash (``/user/root/.Trash<path>``) and the
+  staged one takes its place (nothing staged: 500 ``move full sync files failed: ``). As
+  in the server, nothing ever clears ``/tmp<path>``: files a killed FullSync staged are
+  published by the next FullSync of that path. The upload answers ``{"code": 0, "msg":
+  null}``; an unknown or ended sync, a missing ``file`` part or a file that is not
+  Parquet answer HTTP 200 with a non-zero ``code`` (the lake's codes; its HTTP statuses
+  are unknown). Every upload is read back with pyarrow (rows, columns) and gets a history
+  row.
+- ``ingestion/file/sync/list`` and ``history`` (``from``, ``size``; no key; missing
+  parameters mean ``limit 0``, so ``[]``).
+
 What the emulator assumes where the source is silent: the body of a 413 (our envelope,
 reason ``request_too_large``), strict (not lenient) calendar dates, a server in UTC (the CSV
 route parses dates in the JVM's zone), a CSV that does not parse is refused whole (the
-server's parser skips a malformed row).
+server's parser skips a malformed row); the lake server's upload: no key, no 5 MB limit
+(only the sandbox's own body limit), the sync's ``path`` decides the directory (the
+``path`` parameter is recorded only), a file of the same name in the directory is
+replaced, a file that is not Parquet is refused (the real lake would keep any file).
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import decimal
 import hmac
 import io
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import orjson
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from target_core.sandbox.emulator import ApiError, Reply, Request
+from target_core.sandbox.emulator import ApiError, Reply, Request, Routes
 from target_core.sandbox.store import Store
 from target_datainsider.sink import normalize_name
 
@@ -71,6 +105,12 @@ DATE_CLASSES = frozenset({"date", "datetime", "datetime64"})
 CLASS_NAMES = frozenset({"bool", "float", "double", "string", "array", "nested",
                          *INT_RANGES, *DATE_CLASSES})
 _WORD = re.compile(r"\w+\Z", re.ASCII)
+_decode_exact = msgspec.json.Decoder(float_hook=decimal.Decimal).decode
+"""JSON with every number that has a fraction as a `Decimal`: the digits as received."""
+_encode_exact = msgspec.json.Encoder(decimal_format="number").encode
+FILE_SYNC_TYPES = ("FullSync", "IncrementalSync")
+STAGING_ROOT = "/tmp"
+TRASH_ROOT = "/user/root/.Trash"
 
 
 class DIError(ApiError):
@@ -187,13 +227,13 @@ def csv_value(column: dict[str, Any], cell: str | None) -> Any:
             return cell if cell else default
         if kind in ("int32", "int64"):
             return coerce(column, int(text))
-        if kind == "double":
-            return float(text)
+        if kind in ("float", "double"):
+            return _finite(decimal.Decimal(text))
         if kind == "bool":
             if text.lower() not in ("true", "false"):
                 return default
             return text.lower() == "true"
-    except (Invalid, ValueError):
+    except (Invalid, ValueError, ArithmeticError):  # Decimal's InvalidOperation included
         return default
     if kind in DATE_CLASSES:
         formats = column.get("input_formats") or []
@@ -230,8 +270,8 @@ def coerce(column: dict[str, Any], value: Any) -> Any:
             number = int(value)
         elif type(value) is int:
             number = value
-        elif type(value) is float:
-            number = int(value)
+        elif type(value) in (float, decimal.Decimal):
+            number = int(value)  # narrowed, as the server's toInt does
         else:
             try:
                 number = int(str(value))
@@ -244,6 +284,8 @@ def coerce(column: dict[str, Any], value: Any) -> Any:
     if kind in ("float", "double"):
         if type(value) is bool:
             return float(value)
+        if type(value) in (int, decimal.Decimal):
+            return _finite(value)  # kept as received: the stored text is what was sent
         try:
             return float(value)
         except (TypeError, ValueError):
@@ -251,18 +293,30 @@ def coerce(column: dict[str, Any], value: Any) -> Any:
     if kind == "bool":
         if type(value) is bool:
             return value
-        if type(value) in (int, float):
+        if type(value) in (int, float, decimal.Decimal):
             return value > 0
         if type(value) is str and value.lower() in ("true", "false"):
             return value.lower() == "true"
         raise Invalid("not a boolean")
     if kind == "string":
-        return value if type(value) is str else orjson.dumps(value).decode()
+        return value if type(value) is str else _encode_exact(value).decode()
     if kind in DATE_CLASSES:
         return _date_text(kind, parse_moment(column, value))
     if kind == "array" and not isinstance(value, list):
         raise Invalid("not an array")
     return value
+
+
+def _finite(number: Any) -> Any:
+    """A number a Float64 column can hold, as received; else `Invalid` (or a CSV fallback)."""
+    try:
+        if abs(float(number)) == float("inf"):
+            raise Invalid("out of a double's range")
+    except (OverflowError, decimal.InvalidOperation):
+        raise Invalid("out of a double's range") from None
+    if isinstance(number, decimal.Decimal) and not number.is_finite():
+        raise Invalid("not a finite number")
+    return number
 
 
 def _zero(column: dict[str, Any]) -> Any:
@@ -299,7 +353,8 @@ def parse_column(raw: Any, where: str) -> dict[str, Any]:
                               "is_encrypted": bool(raw.get("is_encrypted", False))}
     for key in ("description", "default_value", "default_expression", "timezone"):
         if raw.get(key) is not None:
-            column[key] = raw[key]
+            value = raw[key]
+            column[key] = float(value) if isinstance(value, decimal.Decimal) else value
     if kind in DATE_CLASSES:
         formats = raw.get("input_formats") or []
         if not isinstance(formats, list) or not all(isinstance(f, str) for f in formats):
@@ -410,7 +465,7 @@ class WarehouseCatalog:
         with self._store.lock:
             if rows:
                 names = [column["name"] for column in _insertable(table)]
-                line = orjson.dumps({"columns": names, "rows": rows})
+                line = _encode_exact({"columns": names, "rows": rows})
                 table["rows_bytes"] = self._store.append_line(table["file"], line)
                 table["row_count"] += len(rows)
             table[f"{route}_calls"] += 1
@@ -496,18 +551,197 @@ def database_json(database: dict[str, Any], *, with_tables: bool) -> dict[str, A
     return shown
 
 
+# the Data Lake and its file sync (v1.4.19) ---------------------------------------------------
+def _arrow_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """A Parquet column as JSON values: dates and instants as text (any year, exact)."""
+    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type) \
+            or pa.types.is_time(column.type):
+        return column.cast(pa.string()).to_pylist()
+    if pa.types.is_decimal(column.type):
+        return [None if v is None else str(v) for v in column.to_pylist()]
+    return column.to_pylist()
+
+
+def parquet_rows(path: Path, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """The rows of a Parquet file as objects, batch by batch (never the whole file)."""
+    if limit is not None and limit <= 0:
+        return
+    shown = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+        columns = [_arrow_values(batch.column(i)) for i in range(batch.num_columns)]
+        for values in zip(*columns, strict=True):
+            yield dict(zip(batch.schema.names, values, strict=True))
+            shown += 1
+            if limit is not None and shown >= limit:
+                return
+
+
+class DataLake:
+    """Lake directories (name -> Parquet file) and the file syncs that fill them, in a
+    store of their own (``datainsider/lake``): ``meta.json`` and the kept files."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        with store.lock:
+            self.meta: dict[str, Any] = store.read_meta() or self._fresh()
+
+    @staticmethod
+    def _fresh() -> dict[str, Any]:
+        return {"syncs": {}, "history": [], "directories": {}, "next_sync": 1,
+                "next_history": 1, "next_file": 1}
+
+    def _save(self) -> None:
+        self.store.write_meta(self.meta)
+
+    def start(self, name: str, path: str, sync_type: str) -> int:
+        if sync_type not in FILE_SYNC_TYPES:  # SyncType.withName: a NoSuchElementException
+            raise DIError(500, "internal_error", f"No value found for '{sync_type}'")
+        with self.store.lock:
+            sync_id = self.meta["next_sync"]
+            self.meta["next_sync"] += 1
+            self.meta["syncs"][str(sync_id)] = {
+                "org_id": ORGANIZATION_ID, "sync_id": sync_id, "name": name, "path": path,
+                "sync_type": sync_type, "sync_status": "Syncing", "start_time": _now_ms(),
+                "end_time": 0, "total_files": 0, "num_failed": 0}
+            self._save()
+            return sync_id
+
+    def _open_sync(self, sync_id: int) -> dict[str, Any]:
+        sync = self.meta["syncs"].get(str(sync_id))
+        if sync is None:
+            raise DIError(400, "bad_request", f"sync info for id {sync_id} not found")
+        if sync["end_time"] != 0:
+            raise DIError(400, "bad_request", "job is already ended")
+        return sync
+
+    def upload(self, sync_id: int, file_name: str, part: Path, size: int) -> None:
+        """Verify the sync, keep the file in its directory, record its history row."""
+        with self.store.lock:
+            sync = self._open_sync(sync_id)
+            history = {"org_id": ORGANIZATION_ID, "history_id": self.meta["next_history"],
+                       "sync_id": sync_id, "file_name": file_name, "start_time": _now_ms(),
+                       "end_time": 0, "sync_status": "Syncing", "message": ""}
+            self.meta["next_history"] += 1
+            self.meta["history"].append(history)
+            sync["total_files"] += 1
+            try:
+                metadata = pq.ParquetFile(part).metadata
+                schema = pq.read_schema(part)
+            except (pa.ArrowException, OSError) as exc:
+                history.update(end_time=_now_ms(), sync_status="Failed",
+                               message=f"not a Parquet file: {exc}")
+                sync["num_failed"] += 1
+                self._save()
+                raise LakeRefusal(4, f"{file_name} is not a Parquet file") from None
+            directory = sync["path"] if sync["sync_type"] == "IncrementalSync" \
+                else STAGING_ROOT + sync["path"]
+            files = self.meta["directories"].setdefault(directory, {})
+            if file_name in files:  # the same name again replaces the file
+                self.store.file_path(files[file_name]["stored"]).unlink(missing_ok=True)
+            stored = f"lake-{self.meta['next_file']}.parquet"
+            self.meta["next_file"] += 1
+            self.store.keep_file(stored, part)
+            files[file_name] = {"stored": stored, "rows": metadata.num_rows, "bytes": size,
+                                "sync_id": sync_id,
+                                "columns": {f.name: str(f.type) for f in schema}}
+            history.update(end_time=_now_ms(), sync_status="Finished")
+            self._save()
+
+    def end(self, sync_id: int) -> bool:
+        with self.store.lock:
+            sync = self._open_sync(sync_id)
+            if sync["sync_type"] == "FullSync":  # the staged directory replaces the old one
+                directories, path = self.meta["directories"], sync["path"]
+                self._remove(TRASH_ROOT + path)
+                directories[TRASH_ROOT + path] = directories.pop(path, {})
+                if STAGING_ROOT + path not in directories:  # nothing staged: the move fails
+                    self._save()
+                    raise DIError(500, "internal_error", "move full sync files failed: ")
+                directories[path] = directories.pop(STAGING_ROOT + path)
+            sync.update(sync_status="Finished", end_time=_now_ms())
+            self._save()
+            return True
+
+    def _remove(self, directory: str) -> None:
+        for file in self.meta["directories"].pop(directory, {}).values():
+            self.store.file_path(file["stored"]).unlink(missing_ok=True)
+
+    def page(self, kind: str, offset: int, size: int) -> list[dict[str, Any]]:
+        """`select * ... limit size offset from` (no ORDER BY: here, insertion order)."""
+        with self.store.lock:
+            rows = list(self.meta["syncs"].values()) if kind == "list" else self.meta["history"]
+            return [dict(row) for row in rows[max(offset, 0):max(offset, 0) + max(size, 0)]]
+
+    def file_path(self, stored: str) -> Path:
+        return self.store.file_path(stored)
+
+    def snapshot(self, max_rows: int | None) -> dict[str, Any]:
+        with self.store.lock:
+            shown = {}
+            for directory, files in sorted(self.meta["directories"].items()):
+                rows: list[dict[str, Any]] = []
+                for name, file in files.items():
+                    left = None if max_rows is None else max_rows - len(rows)
+                    rows += [{"_file": name, **row} for row in
+                             parquet_rows(self.file_path(file["stored"]), left)]
+                shown[directory] = {
+                    "files": [{"name": name, **file} for name, file in files.items()],
+                    "row_count": sum(file["rows"] for file in files.values()),
+                    "rows": rows,
+                }
+            return {"directories": shown, "syncs": list(self.meta["syncs"].values()),
+                    "history_rows": len(self.meta["history"])}
+
+    def reset(self) -> None:
+        with self.store.lock:
+            self.store.wipe()
+            self.meta = self._fresh()
+
+
+class LakeRefusal(Exception):
+    """An answer of the lake server: HTTP 200 with a non-zero `code`."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 # the API ------------------------------------------------------------------------------------
 Handler = Callable[[Request, dict[str, Any], list[str]], Reply]
 
 
+def _body_and_key(request: Request) -> tuple[Any, str | None]:
+    """The JSON body (numbers with a fraction as `Decimal`; None if not JSON) and the
+    `api_key` from the query string or, else, the body (`getQueryOrBodyParam`)."""
+    parsed: Any = None
+    if request.body:
+        try:
+            parsed = _decode_exact(request.body)
+        except msgspec.DecodeError:
+            parsed = None
+    key = request.query.get("api_key")
+    if not key and isinstance(parsed, dict) and isinstance(parsed.get("api_key"), str):
+        key = parsed["api_key"]
+    return parsed, key
+
+
 class DataInsiderEmulator:
-    """The warehouse routes under ``/datainsider/api`` (key :data:`SANDBOX_API_KEY`)."""
+    """The warehouse and file sync routes under ``/datainsider/api`` (key
+    :data:`SANDBOX_API_KEY`, also the file sync's one key)."""
 
     name: ClassVar[str] = "datainsider"
     prefix: ClassVar[str] = "/datainsider/api"
 
     def __init__(self, store: Store) -> None:
         self.catalog = WarehouseCatalog(store)
+        self.lake = DataLake(Store(store.root / "lake"))
+        self._lake_routes = Routes()
+        self._lake_routes.add("POST", "/ingestion/file/sync/start", self._start_sync)
+        self._lake_routes.add("POST", "/ingestion/file/sync/end", self._end_sync)
+        self._lake_routes.add("GET", "/ingestion/file/sync/list", self._sync_page)
+        self._lake_routes.add("GET", "/ingestion/file/sync/history", self._sync_page)
+        self._lake_routes.add("POST", "/lake/file/upload", self._upload)
         # (method, path pattern, needs edit permission, handler); `*` matches one segment
         self._routes: list[tuple[str, tuple[str, ...], bool, Handler]] = [
             ("GET", ("databases",), False, self._list_databases),
@@ -525,6 +759,12 @@ class DataInsiderEmulator:
 
     def handle(self, request: Request) -> Reply:
         try:
+            if request.path.startswith(("/ingestion/file/sync/", "/lake/")):
+                if request.path.startswith("/ingestion/") \
+                        and len(request.body) > MAX_REQUEST_BYTES:
+                    raise DIError(413, REASONS[413],
+                                  f"request body exceeds {MAX_REQUEST_BYTES} bytes")
+                return self._lake_routes.dispatch(request)
             if len(request.body) > MAX_REQUEST_BYTES:
                 raise DIError(413, REASONS[413],
                               f"request body exceeds {MAX_REQUEST_BYTES} bytes")
@@ -546,10 +786,72 @@ class DataInsiderEmulator:
         return {"code": status, "reason": reason, "message": message}
 
     def snapshot(self, max_rows: int | None = None) -> dict[str, Any]:
-        return self.catalog.snapshot(max_rows)
+        return {**self.catalog.snapshot(max_rows), "lake": self.lake.snapshot(max_rows)}
 
     def reset(self) -> None:
         self.catalog.reset()
+        self.lake.reset()
+
+    # file sync (v1.4.19) and the lake's upload --------------------------------------------
+    @staticmethod
+    def _file_sync_body(request: Request) -> dict[str, Any]:
+        """`ApiKeyFilter` (the one server-wide key, before the body is bound), then the
+        body as Finatra binds it (JSON content type only)."""
+        parsed, key = _body_and_key(request)
+        if not key:
+            raise DIError(400, "bad_request", "the field `api_key` is missing or empty.")
+        if not hmac.compare_digest(key.encode(), SANDBOX_API_KEY.encode()):
+            raise DIError(400, "bad_request", "invalid api key")
+        if not (request.header("Content-Type") or "").startswith("application/json"):
+            return {}
+        if not isinstance(parsed, dict):
+            raise DIError(400, "invalaid_json_format", "request body is not a JSON object")
+        return parsed
+
+    def _start_sync(self, request: Request) -> Reply:
+        body = self._file_sync_body(request)
+        name, path, _, sync_type = (_required(body, field) for field in
+                                    ("name", "path", "api_key", "sync_type"))
+        return Reply(200, {"sync_id": self.lake.start(name, path, sync_type)})
+
+    def _end_sync(self, request: Request) -> Reply:
+        body = self._file_sync_body(request)
+        sync_id = _required(body, "sync_id", int)
+        _required(body, "api_key")
+        return Reply(200, {"success": self.lake.end(sync_id)})
+
+    def _sync_page(self, request: Request) -> Reply:
+        def number(name: str) -> int:  # finagle's getIntParam: missing or bad -> 0
+            try:
+                return int(request.query.get(name, "0"))
+            except ValueError:
+                return 0
+
+        kind = request.path.rsplit("/", 1)[-1]
+        return Reply(200, self.lake.page(kind, number("from"), number("size")))
+
+    def _upload(self, request: Request) -> Reply:
+        try:
+            try:
+                sync_id = int(request.query.get("sync_id", ""))
+            except ValueError:
+                raise LakeRefusal(4, "sync_id is required") from None
+            form = request.multipart(self.lake.store.root / "incoming")
+            part = form.files.get("file")
+            if part is None:
+                raise LakeRefusal(4, "multipart field 'file' is required")
+            name = part.file_name or ""
+            if not name or "/" in name or name in (".", ".."):
+                raise LakeRefusal(4, f"invalid file name {name!r}")
+            try:
+                self.lake.upload(sync_id, name, part.path, part.size)
+            except DIError as exc:  # Verify over Thrift: unknown or ended sync
+                raise LakeRefusal(9 if "not found" in exc.message else 1, exc.message) from None
+            finally:
+                part.path.unlink(missing_ok=True)
+        except LakeRefusal as refusal:
+            return Reply(200, {"code": refusal.code, "msg": refusal.message})
+        return Reply(200, {"code": 0, "msg": None})
 
     # routing and auth ---------------------------------------------------------------------
     def _route(self, request: Request) -> tuple[Handler, bool, list[str]]:
@@ -571,15 +873,7 @@ class DataInsiderEmulator:
     def _authenticate(request: Request, needs_edit: bool) -> dict[str, Any]:
         """The key from the query or the JSON body (read whatever the content type); the
         body as the route binds it (only with an application/json content type)."""
-        parsed: Any = None
-        if request.body:
-            try:
-                parsed = orjson.loads(request.body)
-            except orjson.JSONDecodeError:
-                parsed = None
-        key = request.query.get("api_key")
-        if not key and isinstance(parsed, dict) and isinstance(parsed.get("api_key"), str):
-            key = parsed["api_key"]
+        parsed, key = _body_and_key(request)
         if not key:
             raise DIError(401, "not_authenticated", "the session is expired or invalid.")
         if hmac.compare_digest(key.encode(), SANDBOX_API_KEY.encode()):

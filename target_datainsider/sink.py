@@ -24,26 +24,37 @@ row is sent. `ingestion/batch` drops a whole row for a null in a non-string colu
 a nullable one) and writes a null string as `""`, so a batch holding any null goes to
 `ingestion/csv`, which writes NULL (and, its one loss, reads an empty string as NULL too).
 Every answer's counts are checked against the rows sent.
+
+Lake mode (`LakeLoad`, on the core's file path): a stream's rows become Parquet files
+(`target_core.formats.ParquetWriter`), uploaded into one file sync of the stream's lake
+directory: started at the first file (`FullSync` for overwrite, `IncrementalSync` for
+append), ended after the last one. Only the end confirms the rows (a FullSync's files
+replace the directory then); a failed or interrupted run never ends its sync.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import logging
 import re
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+import msgspec
 
 from target_core import conversions
 from target_core.columns import Column, ColumnType
 from target_core.errors import ApiError, ConfigError, PayloadTooLarge, TargetError
+from target_core.filesink import FileLoad, FinishedFile
+from target_core.formats import FormatWriter
+from target_core.http import MultipartFile
 from target_core.rows import Converter
-from target_core.sink import CoreSink, SinkParts
-from target_datainsider.client import PLATFORM, DataInsiderClient
+from target_core.sink import Acknowledged, CoreSink, SinkParts
+from target_datainsider.client import PLATFORM, SYNC_TYPES, DataInsiderClient, LakeClient
 
 CLASS_NAMES: dict[ColumnType, str] = {
     ColumnType.INTEGER: "int64",
@@ -68,6 +79,11 @@ _VIETNAMESE = str.maketrans(
     "AAAAAAAAAAAAAAAAAEEEEEEEEEEEIIIIIOOOOOOOOOOOOOOOOOUUUUUUUUUUUYYYYYD",
 )
 _NOT_ALNUM = re.compile(r"[^a-zA-Z0-9]+")
+_raw_values = msgspec.json.Decoder(list[msgspec.Raw]).decode
+"""An encoded row -> each value's JSON text, untouched (re-ordering keeps every digit)."""
+_exact_values = msgspec.json.Decoder(float_hook=conversions.exact_number).decode
+"""An encoded row -> values, numbers with a fraction as their exact text (`Raw`)."""
+_NULL = msgspec.Raw(b"null")
 _FRACTION = re.compile(r"\.([0-9]+)")
 
 
@@ -156,12 +172,15 @@ def stored_layout(load: TableLoad, ours: list[dict[str, Any]],
 
 
 def _csv_cell(value: Any) -> Any:
+    """A decoded value as CSV text; a number with a fraction keeps its digits (`Raw`)."""
     if value is None:
         return ""
     if value is True:
         return "true"
     if value is False:
         return "false"
+    if type(value) is msgspec.Raw:
+        return bytes(value).decode()
     return value
 
 
@@ -342,17 +361,14 @@ class DataInsiderSink(CoreSink):
 
     def _insert(self, rows: list[bytes], layout: Layout, lines: tuple[int, int]) -> None:
         client, load = self.parts.client, self.load
-        decoded: list[list[Any]] | None = None
-        if layout.identity:
-            payload = b"[" + b",".join(rows) + b"]"
-        else:
+        if not layout.identity:  # stored order differs: move each value's text as it is
             positions = layout.positions
-            decoded = [[None if i is None else values[i] for i in positions]
-                       for values in map(orjson.loads, rows)]
-            payload = orjson.dumps(decoded)
+            rows = [b"[" + b",".join([_NULL if i is None else values[i]
+                                      for i in positions]) + b"]"
+                    for values in map(_raw_values, rows)]
+        payload = b"[" + b",".join(rows) + b"]"
         if b"null" in payload:  # cheap test first: most batches have no null at all
-            if decoded is None:
-                decoded = [orjson.loads(row) for row in rows]
+            decoded = [_exact_values(row) for row in rows]
             if any(None in row for row in decoded):
                 self._insert_csv(decoded, lines)
                 return
@@ -391,3 +407,83 @@ class DataInsiderSink(CoreSink):
                         f"rows of the batch from input lines {lines[0]}-{lines[1]} "
                         f"({detail}) in table {self.load.qualified}; stopping before any "
                         "later STATE", 200)
+
+
+# -- lake mode --------------------------------------------------------------------------------
+
+MAX_LAKE_FILE_BYTES = 48 * 1024 * 1024
+"""A stream's Parquet data is cut into files of about this size (one batch more at most).
+The lake server's request limit is unknown; its web UI uploads users' files through the
+same route, so files are not held to the schema service's 5 MB (see docs/datainsider.md)."""
+
+
+def lake_directory(stream: str, config: Mapping[str, Any]) -> str:
+    """The stream's lake directory: `lake_path_map`, else `<lake_path_prefix>/<stream>`."""
+    mapped = (config.get("lake_path_map") or {}).get(stream)
+    if mapped:
+        return mapped.rstrip("/") or "/"
+    name = normalize_name(stream)
+    if not name:
+        raise ConfigError(f"stream '{stream}' gives no usable lake directory name: map it "
+                          f'with lake_path_map ({{"{stream}": "/data/<dir>"}})')
+    return f"{config['lake_path_prefix'].rstrip('/')}/{name}"
+
+
+def parquet_writer() -> type[FormatWriter]:
+    """`target_core.parquet.ParquetWriter`, imported on first use: pyarrow's Parquet support
+    costs ~35 MB of memory, which warehouse mode never pays."""
+    from target_core.parquet import ParquetWriter
+
+    return ParquetWriter
+
+
+class LakeLoad(FileLoad):
+    """One stream's Parquet files in one file sync of its lake directory (sender thread)."""
+
+    max_file_bytes = MAX_LAKE_FILE_BYTES
+
+    def __init__(self, stream: str, directory: str, replace: bool, client: LakeClient,
+                 logger: logging.Logger, acknowledged: Acknowledged | None = None) -> None:
+        super().__init__(stream)
+        self.writer_class = parquet_writer()  # type: ignore[misc]
+        self.directory = directory
+        self.replace = replace
+        self.client = client
+        self.logger = logger
+        self.acknowledged = acknowledged
+        self.sync_id: int | None = None
+        self._started = 0.0
+        self._stem = normalize_name(stream)[:60] or "stream"
+
+    def sanitise_name(self, name: str) -> str:
+        return normalize_name(name)  # the names warehouse mode gives the same stream
+
+    def upload(self, file: FinishedFile) -> None:
+        if self.sync_id is None:  # at the first file: a stream with no records syncs nothing
+            moment = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+            self._started = time.monotonic()
+            self.sync_id = self.client.start_sync(
+                f"target-datainsider {self.stream} {moment} UTC", self.directory, self.replace)
+            self.logger.info("Stream '%s': %s file sync %d started (%s) for lake directory %s",
+                             self.stream, PLATFORM, self.sync_id, SYNC_TYPES[self.replace],
+                             self.directory)
+        # IncrementalSync: a name no other run or stream uses (the sync id is the server's).
+        # FullSync: the same names in every run. The server stages a FullSync's files in
+        # /tmp<path> and never clears that directory, so a killed FullSync leaves its files
+        # there for the next one to publish; a resumed run puts the same names and replaces
+        # them (see docs/datainsider.md).
+        number = f"{file.number:04d}{file.suffix}"
+        name = f"{self._stem}-{number}" if self.replace else f"{self._stem}-{self.sync_id}-{number}"
+        self.client.upload(self.directory, self.sync_id,
+                           MultipartFile("file", file.path, name, file.media_type))
+
+    def commit(self, files: Sequence[FinishedFile]) -> None:
+        assert self.sync_id is not None, "commit comes after the stream's uploads"
+        self.client.end_sync(self.sync_id)
+        rows = sum(f.rows for f in files)
+        self.logger.info("Stream '%s': %s file sync %d ended: %d rows in %d Parquet file(s) "
+                         "%s lake directory %s", self.stream, PLATFORM, self.sync_id, rows,
+                         len(files), "now make up" if self.replace else "added to",
+                         self.directory)
+        if self.acknowledged is not None:
+            self.acknowledged(self.stream, 1, rows, time.monotonic() - self._started)

@@ -1,4 +1,7 @@
-"""target-datainsider: load any Singer tap's streams into DataInsider (Rocket.BI) tables."""
+"""target-datainsider: load any Singer tap's streams into DataInsider (Rocket.BI): warehouse
+tables (`mode: warehouse`, the batch-call path) or Data Lake Parquet files (`mode: lake`,
+the core's file path). One class for both, since the mode is a setting: each method that
+differs between the paths picks its path by `self.lake`."""
 
 from __future__ import annotations
 
@@ -7,22 +10,34 @@ from typing import Any
 from singer_sdk import typing as th
 
 from target_core.errors import ConfigError
+from target_core.filesink import FileLoad, FileSink, FileSinkParts
+from target_core.filetarget import FileTarget
+from target_core.http import ApiSession, RateLimiter
 from target_core.settings import (
     LOAD_METHODS,
     api_session,
     check_connection_settings,
     connection_settings,
 )
+from target_core.sink import SinkParts
 from target_core.target import CoreTarget
-from target_datainsider.client import PLATFORM, DataInsiderClient
-from target_datainsider.sink import NAME, DataInsiderParts, DataInsiderSink, TableRegistry
+from target_datainsider.client import PLATFORM, DataInsiderClient, LakeClient
+from target_datainsider.sink import (
+    NAME,
+    DataInsiderParts,
+    DataInsiderSink,
+    LakeLoad,
+    TableRegistry,
+    lake_directory,
+)
 
 MODES = ("warehouse", "lake")
 KEY_PROPERTIES_AS = ("primary_keys", "none")
 
 
-class TargetDataInsider(CoreTarget):
-    """Singer target for DataInsider warehouse tables (schema + batch ingestion API)."""
+class TargetDataInsider(FileTarget):
+    """Singer target for DataInsider warehouse tables (schema + batch ingestion API) or
+    Data Lake directories (file sync of Parquet files)."""
 
     name = "target-datainsider"
     package_name = "singer-analytics-targets"
@@ -79,6 +94,9 @@ class TargetDataInsider(CoreTarget):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._tables: TableRegistry | None = None
         self._client: DataInsiderClient | None = None
+        self._lake_client: LakeClient | None = None
+        self._lake_paths: dict[str, str] = {}
+        self.lake = False
         super().__init__(*args, **kwargs)
 
     def check_config(self) -> None:
@@ -100,20 +118,42 @@ class TargetDataInsider(CoreTarget):
                 label = stream if stream == "lake_path_prefix" else f"lake_path_map['{stream}']"
                 raise ConfigError(f"{label} must be an absolute lake path like /data/db/x, "
                                   f"got {path!r}")
-        if config["mode"] == "lake":
-            raise ConfigError("mode 'lake' (Data Lake file sync) is not built yet: use mode "
-                              "'warehouse'")
-        # A replace starts with a truncate: a run resumed from a mid-run STATE would wipe
-        # what the interrupted run loaded and never get it again. STATE waits for the end.
+        self.lake = config["mode"] == "lake"
+        self.default_sink_class = FileSink if self.lake else DataInsiderSink
+        # A replace starts with a truncate (warehouse) or a FullSync of the directory
+        # (lake): a run resumed from a mid-run STATE would wipe what the interrupted run
+        # loaded and never get it again. STATE waits for the end.
         self.checkpoint.hold_until_end = config["load_method"] == "overwrite"
 
     @property
     def client(self) -> DataInsiderClient:
+        """The warehouse routes, with `api_key`."""
         if self._client is None:
-            session = api_session(self.config, platform=PLATFORM,
-                                  headers={"User-Agent": f"{self.name}/{self.plugin_version}"})
-            self._client = DataInsiderClient(session, self.config["api_key"])
+            self._client = DataInsiderClient(self._session(), self.config["api_key"])
         return self._client
+
+    @property
+    def lake_client(self) -> LakeClient:
+        """The file sync routes, with `lake_api_key` (default `api_key`)."""
+        if self._lake_client is None:
+            key = self.config.get("lake_api_key") or self.config["api_key"]
+            self._lake_client = LakeClient(self._session(), key)
+        return self._lake_client
+
+    def _session(self) -> ApiSession:
+        return api_session(self.config, platform=PLATFORM, rate_limiter=self.rate_limiter,
+                           headers={"User-Agent": f"{self.name}/{self.plugin_version}"})
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        """One limit for every call of the run, whichever client makes it."""
+        if not hasattr(self, "_rate_limiter"):
+            self._rate_limiter = RateLimiter(self.config["rate_limit_per_minute"])
+        return self._rate_limiter
+
+    def api_stats(self) -> tuple[int, float]:
+        calls = sum(c.session.calls for c in (self._client, self._lake_client) if c)
+        return calls, self.rate_limiter.waited_total
 
     @property
     def tables(self) -> TableRegistry:
@@ -122,7 +162,29 @@ class TargetDataInsider(CoreTarget):
             self._tables = TableRegistry(self.config, self.logger)
         return self._tables
 
-    def sink_parts(self, stream: str) -> DataInsiderParts:
+    # -- lake mode: the core's file path -------------------------------------------------
+
+    def open_load(self, stream: str) -> FileLoad:
+        directory = lake_directory(stream, self.config)
+        replace = self.config["load_method"] == "overwrite"
+        other = next((s for s, d in self._lake_paths.items() if d == directory), None)
+        if replace and other is not None:
+            raise ConfigError(
+                f"streams '{other}' and '{stream}' are both mapped to lake directory "
+                f"{directory}: with load_method overwrite each FullSync would replace the "
+                "other's files; map them to different directories (lake_path_map)")
+        self._lake_paths[stream] = directory
+        self.logger.info("Stream '%s' -> %s lake directory %s (%s)", stream, PLATFORM,
+                         directory, "overwrite: FullSync" if replace else
+                         "append: IncrementalSync")
+        return LakeLoad(stream, directory, replace, self.lake_client, self.logger,
+                        self.acknowledged)
+
+    # -- the two paths ---------------------------------------------------------------------
+
+    def sink_parts(self, stream: str) -> SinkParts:
+        if self.lake:
+            return FileSinkParts(self.checkpoint, self.uploader, self.files)
         return DataInsiderParts(
             self.checkpoint, self.uploader, client=self.client, tables=self.tables,
             acknowledged=self.acknowledged,
@@ -130,7 +192,16 @@ class TargetDataInsider(CoreTarget):
             line_number=lambda: self.message_reader.line_number,
         )
 
+    def drain_all(self, *, is_endofpipe: bool = False) -> None:  # type: ignore[misc]
+        if self.lake:
+            super().drain_all(is_endofpipe=is_endofpipe)  # a signal finishes no file
+        else:
+            CoreTarget.drain_all(self, is_endofpipe=is_endofpipe)  # buffered batches go
+
     def finish_streams(self) -> None:
+        if self.lake:
+            super().finish_streams()  # last files, uploads, sync ends
+            return
         for load in self.tables.loads.values():
             if load.batches == 0:
                 self.logger.info("Stream '%s': no new records; table %s left as it was",

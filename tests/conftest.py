@@ -71,6 +71,27 @@ class Sandbox:
     def di_rows(self, table: str, database: str = DI_DATABASE) -> list[dict]:
         return self.di_tables(database).get(table, {}).get("rows", [])
 
+    def di_lake(self) -> dict:
+        """The DataInsider lake: `directories` (files, rows) and `syncs`."""
+        return self._control("GET", "state")["datainsider"]["lake"]
+
+    def di_lake_files(self, directory: str) -> list[tuple[str, Path]]:
+        """(name, stored Parquet file) of each file of a lake directory, in upload order."""
+        files = self.di_lake()["directories"].get(directory, {}).get("files", [])
+        root = self.server.data_dir / "datainsider" / "lake"
+        return [(f["name"], Store(root).file_path(f["stored"])) for f in files]
+
+    def di_exact_rows(self, table: str, database: str = DI_DATABASE) -> list[dict]:
+        """A DataInsider table's rows as stored, numbers with a fraction as `NumberText`."""
+        store = Store(self.server.data_dir / "datainsider")
+        meta = store.read_meta() or {"databases": {}}
+        stored = meta["databases"][database]["tables"][table]
+        rows: list[dict] = []
+        for line in store.rows_path(stored["file"]).read_bytes().splitlines():
+            batch = json.loads(line, parse_float=NumberText)
+            rows += [dict(zip(batch["columns"], row, strict=True)) for row in batch["rows"]]
+        return rows
+
     def exact_rows(self, code: str = SANDBOX_DATASET_CODE) -> list[dict]:
         """Rows as stored (the JSON text the target sent): each number with a fraction or an
         exponent comes back as `NumberText`, the digits exactly as they were sent."""

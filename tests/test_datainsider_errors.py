@@ -20,7 +20,7 @@ from conftest import (
     target_env,
 )
 
-from target_datainsider.sandbox import SANDBOX_READONLY_KEY
+from target_datainsider.sandbox import SANDBOX_API_KEY, SANDBOX_READONLY_KEY
 from target_datainsider.target import TargetDataInsider
 
 PREFIX = "target-datainsider: error: "
@@ -47,8 +47,9 @@ def users() -> list[dict]:
     ({"mode": "both"}, "invalid config: 'both' is not one of ['warehouse', 'lake']"),
     ({"key_properties_as": "keys"}, "invalid config: 'keys' is not one of ['primary_keys', "
                                     "'none']"),
-    ({"mode": "lake"}, "mode 'lake' (Data Lake file sync) is not built yet: use mode "
-                       "'warehouse'"),
+    ({"mode": "lake", "lake_api_key": "not-the-server-key"},
+     "DataInsider refused the file sync key (HTTP 400 on ingestion/file/sync/start: invalid "
+     "api key): check lake_api_key"),
     ({"database": "my-db"}, "database: 'my-db' is not a DataInsider database or table name "
                             "(letters, digits and _ only)"),
     ({"table_map": {"users": "a.b.c"}}, "table_map['users'] must be \"database.table\" or "
@@ -109,6 +110,18 @@ def test_record_that_breaks_its_schema(tmp_path: Path, di_config: dict) -> None:
     assert "123-45-6789" not in result.stderr
 
 
+def test_overwrite_refuses_two_streams_in_one_lake_directory(tmp_path: Path,
+                                                             di_config: dict) -> None:
+    di_config.update(mode="lake", load_method="overwrite", lake_path_prefix="/data",
+                     lake_path_map={"b": "/data/a"})
+    result = run(tmp_path, di_config, [schema("a", PROPS), schema("b", PROPS),
+                                       record("a", {"id": 1, "email": "x"})])
+    assert error_line(result, PREFIX) == (
+        "streams 'a' and 'b' are both mapped to lake directory /data/a: with load_method "
+        "overwrite each FullSync would replace the other's files; map them to different "
+        "directories (lake_path_map)")
+
+
 def test_record_before_schema(tmp_path: Path, di_config: dict) -> None:
     result = run(tmp_path, di_config, [record("users", {"id": 1})])
     assert error_line(result, PREFIX).startswith(
@@ -129,6 +142,26 @@ def test_keys_never_appear_even_with_debug_logging(tmp_path: Path, sandbox: Sand
     assert result.returncode == 0, result.stderr
     assert "DEBUG" in result.stderr and "?****" in result.stderr  # query strings masked
     for secret in (di_config["api_key"], "di-lake-key-7c1e"):
+        assert secret not in result.stderr + result.stdout
+
+
+def test_keys_never_appear_in_lake_mode_even_with_debug_logging(
+        tmp_path: Path, sandbox: Sandbox, di_config: dict) -> None:
+    """Both keys set apart (the file sync key is the sandbox's), every file sync route
+    called, a start retried after a 500 and an upload after a 503."""
+    sandbox.fault(path="/datainsider/api/ingestion/file/sync/start", status=500,
+                  retry_after=0, times=1)
+    sandbox.fault(path="/datainsider/api/lake/file/upload", status=503, retry_after=0,
+                  times=1)
+    di_config.update(mode="lake", api_key="di-warehouse-key-3b9d",
+                     lake_api_key=SANDBOX_API_KEY)
+    result = run(tmp_path, di_config, counter_stream(1, 5, state_every=2),
+                 LOGLEVEL="DEBUG", TARGET_DATAINSIDER_LOGLEVEL="DEBUG")
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG" in result.stderr and "?****" in result.stderr  # query strings masked
+    assert "HTTP 500" in result.stderr and "HTTP 503" in result.stderr
+    assert "file sync 1 ended" in result.stderr
+    for secret in ("di-warehouse-key-3b9d", SANDBOX_API_KEY):
         assert secret not in result.stderr + result.stdout
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -365,3 +366,46 @@ def test_state_follows_each_confirmed_batch_and_is_never_ahead(
         seen.append(bookmark)
     assert proc.wait(timeout=30) == 0
     assert seen == [14, 35, 56, 77, 95]
+
+
+EXACT = ("123456789012345678.123456", "0.000001", "-0.1")
+
+
+def exact_records(stream: str, first: int, *, note: str | None = "n") -> list[str]:
+    """RECORD lines with numbers written as text (json.dumps of a float would round them)."""
+    shown = "null" if note is None else json.dumps(note)
+    return [f'{{"type": "RECORD", "stream": "{stream}", "record": {{"id": {first + i}, '
+            f'"amount": {number}, "note": {shown}}}}}' for i, number in enumerate(EXACT)]
+
+
+def test_numbers_keep_the_taps_digits_on_the_batch_and_csv_routes(
+        tmp_path: Path, sandbox: Sandbox, di_config: dict) -> None:
+    """Batch route (no null), CSV route (a null in the batch) and rows re-ordered for a table
+    stored in another order: every number lands with the digits the tap wrote (the emulator
+    keeps the text it received; a real double column keeps 15-17 significant digits)."""
+    requests.post(f"{sandbox.di_url}/databases", json={"api_key": SANDBOX_API_KEY,
+                                                       "name": "shop"}, timeout=10)
+    created = requests.post(f"{sandbox.di_url}/databases/shop/tables", timeout=10, json={
+        "api_key": SANDBOX_API_KEY, "tbl_name": "reordered", "columns": [
+            {"class_name": "string", "name": "note", "display_name": "note", "is_nullable": True},
+            {"class_name": "double", "name": "amount", "display_name": "amount",
+             "is_nullable": True},
+            {"class_name": "int64", "name": "id", "display_name": "id"}]})
+    assert created.status_code == 200, created.text
+    props = {"id": {"type": "integer"}, "amount": {"type": ["number", "null"]},
+             "note": {"type": ["string", "null"]}}
+    di_config["batch_size_rows"] = 3
+    messages = [schema("exact", props), *exact_records("exact", 1),
+                *exact_records("exact", 4, note=None),
+                schema("reordered", props), *exact_records("reordered", 1),
+                *exact_records("reordered", 4, note=None), state({"done": True})]
+    result = run(tmp_path, di_config, messages)
+    assert result.returncode == 0, result.stderr
+    for table in ("exact", "reordered"):
+        rows = sandbox.di_exact_rows(table)
+        assert [r["id"] for r in rows] == [1, 2, 3, 4, 5, 6]
+        assert [str(r["amount"]) for r in rows] == [*EXACT, *EXACT], table
+        assert [r["note"] for r in rows] == ["n", "n", "n", None, None, None]
+    routes = Counter(r["path"].rsplit("/", 1)[-1] for r in sandbox.requests()
+                     if r["path"].startswith("/datainsider/api/ingestion/"))
+    assert routes["batch"] == 2 and routes["csv"] == 2  # both routes, for both tables

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import requests
 from conftest import sandbox_cmd
@@ -225,3 +227,125 @@ def test_show_prints_databases_tables_and_rows_and_survives_restart(tmp_path: Pa
     assert (table["row_count"], table["batch_calls"]) == (3, 2)
     with SandboxServer(data) as again:
         assert len(Api(again).rows("t", again)) == 3
+
+
+# -- Data Lake file sync (v1.4.19) ------------------------------------------------------------
+
+
+def parquet_file(path: Path, ids: list[int]) -> Path:
+    pq.write_table(pa.table({"id": pa.array(ids, pa.int64()),
+                             "at": pa.array([0] * len(ids), pa.timestamp("us", tz="UTC"))}),
+                   path)
+    return path
+
+
+def upload(api: Api, sync_id: Any, path: Path, name: str | None = None) -> dict:
+    with path.open("rb") as f:
+        answer = requests.post(f"{api.url}/lake/file/upload", timeout=30,
+                               params={"path": "/ignored", "sync_id": sync_id},
+                               files={"file": (name or path.name, f)})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def start(api: Api, path: str, sync_type: str) -> int:
+    return api.ok("POST", "ingestion/file/sync/start", {
+        "name": "n", "path": path, "sync_type": sync_type})["sync_id"]
+
+
+def lake(server: SandboxServer) -> dict:
+    return server.emulators["datainsider"].snapshot()["lake"]
+
+
+def test_file_sync_key_is_checked_before_the_body(api: Api) -> None:
+    route = "ingestion/file/sync/start"
+    assert envelope(api.call("POST", route, {"name": "n"}, key=None)) == (
+        400, "bad_request", "the field `api_key` is missing or empty.")
+    assert envelope(api.call("POST", route, {}, key="wrong")) == (
+        400, "bad_request", "invalid api key")
+    assert envelope(api.call("POST", "ingestion/file/sync/end", {"sync_id": 1},
+                             key=SANDBOX_READONLY_KEY)) == (400, "bad_request", "invalid api key")
+    assert envelope(api.call("POST", route, {"name": "n", "path": "/p"})) == (
+        400, "invalid_param", "sync_type: field is required")
+    assert envelope(api.call("POST", route, {"name": "n", "path": "/p",
+                                             "sync_type": "Full Sync"})) == (
+        500, "internal_error", "No value found for 'Full Sync'")
+
+
+def test_end_of_an_unknown_or_ended_sync(api: Api) -> None:
+    route = "ingestion/file/sync/end"
+    assert envelope(api.call("POST", route, {"sync_id": 99})) == (
+        400, "bad_request", "sync info for id 99 not found")
+    sync_id = start(api, "/data/x", "IncrementalSync")
+    assert api.ok("POST", route, {"sync_id": sync_id}) == {"success": True}
+    assert envelope(api.call("POST", route, {"sync_id": sync_id})) == (
+        400, "bad_request", "job is already ended")
+
+
+def test_incremental_adds_full_is_staged_then_swapped_in(
+        api: Api, server: SandboxServer, tmp_path: Path) -> None:
+    first = start(api, "/data/x", "IncrementalSync")
+    assert upload(api, first, parquet_file(tmp_path / "a.parquet", [1, 2])) == {
+        "code": 0, "msg": None}
+    assert lake(server)["directories"]["/data/x"]["row_count"] == 2  # visible at once
+    api.ok("POST", "ingestion/file/sync/end", {"sync_id": first})
+    full = start(api, "/data/x", "FullSync")
+    upload(api, full, parquet_file(tmp_path / "b.parquet", [7]))
+    upload(api, full, parquet_file(tmp_path / "c.parquet", [8, 9]))
+    shown = lake(server)["directories"]
+    assert shown["/data/x"]["row_count"] == 2 and shown["/tmp/data/x"]["row_count"] == 3
+    api.ok("POST", "ingestion/file/sync/end", {"sync_id": full})
+    shown = lake(server)["directories"]
+    assert [r["id"] for r in shown["/data/x"]["rows"]] == [7, 8, 9]
+    assert [f["name"] for f in shown["/data/x"]["files"]] == ["b.parquet", "c.parquet"]
+    assert [r["id"] for r in shown["/user/root/.Trash/data/x"]["rows"]] == [1, 2]
+    assert "/tmp/data/x" not in shown
+    assert shown["/data/x"]["rows"][0]["at"] == "1970-01-01 00:00:00.000000Z"
+    empty = start(api, "/data/y", "FullSync")  # nothing staged: the move fails
+    assert envelope(api.call("POST", "ingestion/file/sync/end", {"sync_id": empty})) == (
+        500, "internal_error", "move full sync files failed: ")
+
+
+def test_upload_answers_codes(api: Api, server: SandboxServer, tmp_path: Path) -> None:
+    good = parquet_file(tmp_path / "a.parquet", [1])
+    assert upload(api, 42, good)["code"] == 9  # NotExist
+    not_parquet = tmp_path / "b.parquet"
+    not_parquet.write_text("id\n1\n")
+    sync_id = start(api, "/d", "IncrementalSync")
+    assert upload(api, sync_id, not_parquet) == {"code": 4,
+                                                 "msg": "b.parquet is not a Parquet file"}
+    assert upload(api, sync_id, good, name="../x")["code"] == 4
+    upload(api, sync_id, good)
+    upload(api, sync_id, parquet_file(tmp_path / "c.parquet", [5, 6]), name="a.parquet")
+    shown = lake(server)
+    assert shown["directories"]["/d"]["row_count"] == 2  # the same name replaced the file
+    assert (shown["syncs"][0]["total_files"], shown["syncs"][0]["num_failed"]) == (3, 1)
+    api.ok("POST", "ingestion/file/sync/end", {"sync_id": sync_id})
+    assert upload(api, sync_id, good) == {"code": 1, "msg": "job is already ended"}
+
+
+def test_list_and_history_need_no_key_and_page(api: Api, tmp_path: Path) -> None:
+    for path in ("/a", "/b", "/c"):
+        upload(api, start(api, path, "IncrementalSync"), parquet_file(tmp_path / "f", [1]))
+    url = f"{api.url}/ingestion/file/sync"
+    assert requests.get(f"{url}/list", timeout=10).json() == []  # limit 0
+    page = requests.get(f"{url}/list", params={"from": 1, "size": 5}, timeout=10).json()
+    assert [s["path"] for s in page] == ["/b", "/c"]
+    assert set(page[0]) == {"org_id", "sync_id", "name", "path", "sync_type", "sync_status",
+                            "start_time", "end_time", "total_files", "num_failed"}
+    history = requests.get(f"{url}/history", params={"from": 0, "size": 2}, timeout=10).json()
+    assert [(h["sync_id"], h["file_name"], h["sync_status"]) for h in history] == [
+        (1, "f", "Finished"), (2, "f", "Finished")]
+
+
+def test_show_prints_lake_directories(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with SandboxServer(data) as server:
+        api = Api(server)
+        sync_id = start(api, "/data/x", "IncrementalSync")
+        upload(api, sync_id, parquet_file(tmp_path / "a.parquet", list(range(30))))
+    shown = subprocess.run([*sandbox_cmd(), "show", "--data-dir", str(data)],
+                           capture_output=True, text=True, check=True, timeout=30).stdout
+    directory = json.loads(shown)["datainsider"]["lake"]["directories"]["/data/x"]
+    assert directory["row_count"] == 30 and len(directory["rows"]) == 20  # 20 rows shown
+    assert directory["files"][0]["columns"] == {"id": "int64", "at": "timestamp[us, tz=UTC]"}

@@ -199,6 +199,17 @@ def test_meltano_run_lands_every_customer_in_datainsider(project: Path, sandbox_
         else:
             assert json.loads(row["address"]) == record["address"], where
 
+    # lake mode: the same job with one setting changed lands Parquet files in a FullSync
+    _meltano(project, {**env, "TARGET_DATAINSIDER_MODE": "lake"}, "run", "tap-jsonl",
+             "target-datainsider")
+    lake = _shown(tmp_path / "sandbox")["datainsider"]["lake"]
+    assert [s["sync_type"] for s in lake["syncs"]] == ["FullSync"]
+    rows = lake["directories"]["/data/singer/customers"]["rows"]
+    assert [row["id"] for row in rows] == [record["id"] for record in expected]
+    for row, record in zip(rows, expected, strict=True):
+        assert row["lifetime_value"] == record["lifetime_value"], record["id"]
+        assert row["signup_at"][:19] == _utc_text(record["signup_at"]), record["id"]
+
 
 def test_meltano_yml_declares_every_datainsider_setting_and_both_keys_sensitive() -> None:
     project = yaml.safe_load((REPO / "meltano.yml").read_text(encoding="utf-8"))

@@ -262,3 +262,40 @@ def test_standard_stream_lands_in_datatile_value_by_value(name: str, tmp_path: P
                 assert got[column] == _spss_value(value, kind), (stream, key, got[column])
         assert [v["name"] for v in database["variables"]] == unique_variable_names(
             [v["label"] for v in database["variables"]])
+
+
+# -- target-datainsider in lake mode: the same suite, then each stream's Parquet read back --
+
+DI_LAKE_CONFIG: dict[str, Any] = {**DI_CONFIG, "mode": "lake", "lake_path_prefix": "/suite"}
+
+TestTargetDataInsiderLake = get_target_test_class(
+    TargetDataInsider, config=DI_LAKE_CONFIG, parse_env_config=False
+)
+
+
+def _same_lake_value(got: object, sent: object) -> bool:
+    """A value read back from Parquet (instants as `... .ffffffZ` text) against the tap's."""
+    if isinstance(sent, (dict, list)):
+        return json.loads(got) == sent  # type: ignore[arg-type]
+    if isinstance(sent, str) and isinstance(got, str) and got.endswith("Z") and got != sent:
+        return dt.datetime.fromisoformat(got) == _instant(sent)
+    return got == sent
+
+
+@pytest.mark.parametrize("name", LOADABLE)
+def test_standard_stream_lands_in_the_datainsider_lake_value_by_value(name: str,
+                                                                      tmp_path: Path) -> None:
+    with SandboxServer(tmp_path) as server:
+        config = {**DI_LAKE_CONFIG, "api_url": server.api_url("datainsider")}
+        target = TargetDataInsider(config=config, parse_env_config=False)
+        target.listen(open(STREAMS / f"{name}.singer"))  # noqa: SIM115 - listen reads to the end
+        directories = server.emulators["datainsider"].snapshot()["lake"]["directories"]
+    expected = _records(name)
+    assert set(directories) == {f"/suite/{normalize_name(stream)}" for stream in expected}
+    for stream, records in expected.items():
+        rows = directories[f"/suite/{normalize_name(stream)}"]["rows"]
+        assert len(rows) == len(records), stream
+        for got, sent in zip(rows, records, strict=True):
+            for key, value in sent.items():
+                column = normalize_name(key)
+                assert _same_lake_value(got[column], value), (stream, key, got[column], value)
