@@ -31,7 +31,7 @@ import threading
 import time
 import traceback
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -135,15 +135,27 @@ class _Handler(BaseHTTPRequestHandler):
             "duration_ms": 0.0,
             "fault": None,
         }
+        logged = False
         try:
             reply = self._api_reply(app, path, query, entry)
             entry["status"] = reply.status
-            entry["response_bytes"] = self._send(reply)
+
+            def log_before_answering(size: int) -> None:
+                # logged before the answer leaves: a client that has its answer (a test
+                # reading the log right after) always finds its request there
+                nonlocal logged
+                entry["response_bytes"] = size
+                entry["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+                app.log.append(entry)
+                logged = True
+
+            self._send(reply, before_writing=log_before_answering)
         except (_Dropped, BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
-            entry["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
-            app.log.append(entry)
+            if not logged:
+                entry["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+                app.log.append(entry)
 
     def _control_reply(self, app: SandboxApp, path: str, query: Mapping[str, str]) -> Reply:
         try:
@@ -297,7 +309,7 @@ class _Handler(BaseHTTPRequestHandler):
             remaining -= len(chunk)
         return None
 
-    def _send(self, reply: Reply) -> int:
+    def _send(self, reply: Reply, before_writing: Callable[[int], None] | None = None) -> int:
         status, body, headers = reply
         if body is None:
             data, kind = b"", None
@@ -313,6 +325,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
+        if before_writing is not None:
+            before_writing(len(data))
         self.end_headers()
         self.wfile.write(data)
         return len(data)
