@@ -71,6 +71,7 @@ from target_core.sandbox import (
     Routes,
     Store,
     default_error_body,
+    served_elsewhere,
 )
 
 SANDBOX_TOKEN = "dt-sandbox-token"
@@ -368,10 +369,11 @@ class Catalog:
         """Read the rows of the database's pending files into its row file, in chunks
         (never a whole file in memory). Its ``row_count`` then counts the rows read: a file
         whose rows cannot all be read, or are not as many as its header said, shows there
-        (and in ``read_errors``)."""
+        (and in ``read_errors``). Not while another process serves the data dir (``show``
+        beside a live server): `rows` then reads the pending files without keeping them."""
         with self.store.lock:
             pending = database.get("pending") or []
-            if not pending:
+            if not pending or served_elsewhere(self.store.root.parent):
                 return
             size, rows = database["rows_bytes"], database["row_count"]
             for part in pending:
@@ -406,7 +408,17 @@ class Catalog:
             names = [by_upper.get(name.upper(), name) for name in batch["columns"]]
             return [{**defaults, **dict(zip(names, row, strict=True))} for row in batch["rows"]]
 
-        return self.store.read_rows(database["table"], limit, as_objects)
+        rows = self.store.read_rows(database["table"], limit, as_objects)
+        for part in database.get("pending") or []:  # not materialized: read, not kept
+            if limit is not None and len(rows) >= limit:
+                break
+            content = read_dataset_file(self.store.file_path(part["file"]))
+            names = [variable["name"] for variable in content.variables]
+            for chunk in content.read_chunks():
+                rows += as_objects({"columns": names, "rows": chunk})
+                if limit is not None and len(rows) >= limit:
+                    break
+        return rows if limit is None else rows[:limit]
 
 
 # the API ------------------------------------------------------------------------------------

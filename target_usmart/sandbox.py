@@ -59,6 +59,7 @@ from target_core.sandbox import (
     Store,
     default_error_body,
     s3_error_xml,
+    served_elsewhere,
 )
 
 SANDBOX_KEY_ID = "us-sandbox-key-id"
@@ -397,6 +398,10 @@ class UsmartCatalog:
     def lock(self) -> Any:
         return self._store.lock
 
+    @property
+    def store_root(self) -> Path:
+        return self._store.root
+
     def save(self) -> None:
         self._store.write_meta(self.state)
 
@@ -535,9 +540,11 @@ class UsmartEmulator:
 
     def _count_type_conflicts(self, revision: dict[str, Any], path: Path) -> None:
         """Every cell typed (the full `parse_csv`), once, when the state is first read:
-        registration only checked the file's structure (`scan_csv`). Kept in the metadata."""
+        registration only checked the file's structure (`scan_csv`). Kept in the metadata,
+        unless another process serves the data dir (``show`` beside a live server)."""
         revision["type_conflicts"] = parse_csv(path).type_conflicts if path.exists() else {}
-        self.catalog.save()
+        if not served_elsewhere(self.catalog.store_root.parent):
+            self.catalog.save()
 
     # -- routing ---------------------------------------------------------------------------------
     def _action(self, request: Request) -> Reply:

@@ -352,3 +352,19 @@ def test_rows_that_cannot_be_read_later_show_in_the_count(api: Api) -> None:
     database = api.database()
     assert database["row_count"] == 1 and database["rows"] == PEOPLE_ROWS[:1]
     assert second["file"] in database["read_errors"][0]
+
+
+def test_show_beside_a_live_server_reads_rows_without_writing(api: Api,
+                                                              server: SandboxServer) -> None:
+    api.load("reload", SANDBOX_DATABASE, api.file("a.zsav", PEOPLE))
+    stored = api.emulator.catalog.databases[SANDBOX_DATABASE]
+    [part] = stored["pending"]
+    shown = subprocess.run(
+        [sys.executable, "-m", "target_core.sandbox.cli", "show", "--data-dir",
+         str(server.data_dir), "--max-rows", "2"],
+        capture_output=True, text=True, check=True, timeout=60)
+    database = json.loads(shown.stdout)["datatile"]["databases"][SANDBOX_DATABASE]
+    assert database["rows"] == PEOPLE_ROWS[:2] and database["row_count"] == 3
+    assert api.emulator.store.file_path(part["file"]).exists()  # the server's to read
+    assert not api.emulator.store.rows_path(stored["table"]).exists()
+    assert api.database()["rows"] == PEOPLE_ROWS
