@@ -74,7 +74,9 @@ class Sandbox:
         self.url = self.proc.stdout.readline().split()[-1]  # type: ignore[union-attr]
 
     def control(self, method: str, route: str) -> dict:
-        return requests.request(method, f"{self.url}/_sandbox/{route}", timeout=60).json()
+        # 600 s: the uSmart and DataTile emulators read uploaded rows when the state is
+        # first asked for (after the timed run); at 2M records that takes tens of seconds
+        return requests.request(method, f"{self.url}/_sandbox/{route}", timeout=600).json()
 
     def row_count(self, label: str = "target-graphitenote") -> int:
         state = self.control("GET", "state?max_rows=0")

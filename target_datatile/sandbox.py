@@ -15,7 +15,11 @@ file-size limit (413) and an upload quota (402). The job reads the file for real
 pyreadstat, a reader independent of the target's writer, after ``processing_seconds``:
 ``create`` makes a database, ``reload`` replaces its variables and rows, ``append`` adds
 rows and merges new variables ("new waves are merged"), and a variable whose type differs
-from the database's fails the job, leaving the database as it was.
+from the database's fails the job, leaving the database as it was. The job itself reads
+the file's metadata (variables, types) and one column to the end (the row count; a file cut
+short or unreadable fails it) and keeps the file; its rows are read in chunks into the
+database's row file when first asked for (the state, ``show``), then counted again, so a
+run's wall time is the target's, not the emulator decoding every value (see `Catalog`).
 
 Assumed, since the vendor's OpenAPI file was not available (the target has a setting for
 each): the job id field ``id``, the status route ``/jobs/{id}`` and its states, the
@@ -67,6 +71,7 @@ from target_core.sandbox import (
     Routes,
     Store,
     default_error_body,
+    served_elsewhere,
 )
 
 SANDBOX_TOKEN = "dt-sandbox-token"
@@ -116,8 +121,12 @@ def _now() -> str:
 @dataclass
 class FileContent:
     variables: list[dict[str, Any]]
-    chunks: Iterator[list[list[Any]]]
-    """Rows in variable order, a chunk at a time."""
+    read_chunks: Callable[[], Iterator[list[list[Any]]]]
+    """Rows in variable order, a chunk of at most `READ_CHUNK_ROWS` at a time (each call
+    reads the file again)."""
+    count_rows: Callable[[], int]
+    """The rows, counted by reading the file to its end without decoding every value (a
+    file cut short or corrupt raises here, as reading its rows would)."""
 
 
 def _variable_kind(readstat_type: str, fmt: str) -> str:
@@ -178,7 +187,22 @@ def read_spss(path: Path) -> FileContent:
             ]
             yield [list(row) for row in zip(*columns, strict=True)]
 
-    return FileContent(variables, chunks())
+    def count() -> int:
+        """One column read to the end (ReadStat still walks every row): a numeric one in a
+        single pass (8 bytes a row), else the first, a chunk at a time."""
+        if not meta.column_names:
+            return int(meta.number_rows or 0)
+        numeric = [name for name in meta.column_names
+                   if meta.readstat_variable_types[name] != "string"]
+        if numeric:
+            data, _ = pyreadstat.read_sav(str(path), usecols=numeric[:1], output_format="dict",
+                                          disable_datetime_conversion=True)
+            return len(data[numeric[0]])
+        return sum(len(data[meta.column_names[0]]) for data, _ in pyreadstat.read_file_in_chunks(
+            pyreadstat.read_sav, str(path), chunksize=READ_CHUNK_ROWS, output_format="dict",
+            disable_datetime_conversion=True, usecols=meta.column_names[:1]))
+
+    return FileContent(variables, chunks, count)
 
 
 def _plain_list(values: Any) -> list[Any]:
@@ -218,7 +242,7 @@ def read_csv(path: Path) -> FileContent:
             if chunk:
                 yield chunk
 
-    return FileContent(variables, chunks())
+    return FileContent(variables, chunks, lambda: sum(len(chunk) for chunk in chunks()))
 
 
 def read_dataset_file(path: Path) -> FileContent:
@@ -255,12 +279,19 @@ def merge_variables(
 # the catalog --------------------------------------------------------------------------------
 def _fresh_database(name: str, folder: str, table: str) -> dict[str, Any]:
     return {"name": name, "folder": folder, "table": table, "variables": [], "row_count": 0,
-            "rows_bytes": 0, "loads": 0, "created": _now(), "updated": None}
+            "rows_bytes": 0, "pending": [], "loads": 0, "created": _now(), "updated": None}
 
 
 class Catalog:
     """Folders, databases and jobs in ``meta.json``; each database's rows in its own file,
-    as lines of ``{"columns": [...], "rows": [[...], ...]}`` (one line per chunk read)."""
+    as lines of ``{"columns": [...], "rows": [[...], ...]}`` (one line per chunk read).
+
+    A processing job reads what DataTile must know to answer (the variables and a type
+    clash from the file's metadata; the row count, and that the rows can be read, from one
+    column read to the end: `FileContent.count_rows`) and keeps the file as the database's
+    ``pending`` part; its rows are read, a chunk at a time, into the row file when something
+    first asks for rows (`materialize`: the state, ``show``), so the job's time is not the
+    emulator decoding every value while the target polls."""
 
     def __init__(self, store: Store):
         self.store = store
@@ -299,10 +330,12 @@ class Catalog:
             key = secrets.token_hex(8)
         return key
 
-    def load(self, job: dict[str, Any], content: FileContent) -> str:
-        """Apply one processed file; returns the database hash. On any error the database
-        is left as it was (rows go to a new table, or are trimmed back, before the swap)."""
+    def load(self, job: dict[str, Any], content: FileContent, path: Path) -> str:
+        """Apply one processed file kept at `path` (in the store's files); returns the
+        database hash. On any error the database is left as it was."""
         action, target = job["action"], job["target"]
+        rows = content.count_rows()
+        part = {"file": path.name, "rows": rows}
         with self.store.lock:
             if action == "create":
                 database_hash = self.new_key(self.databases)
@@ -313,33 +346,58 @@ class Catalog:
                 database = self.databases[target]
             known = database["variables"] if action == "append" else []
             variables = merge_variables(known, content.variables)
-            table = database["table"] if action == "append" else f"{database_hash}.{job['id']}"
-            kept_bytes = database["rows_bytes"] if action == "append" else 0
-            self.store.trim_rows(table, kept_bytes)
-        names = [variable["name"] for variable in content.variables]
-        rows = 0
-        size = kept_bytes
-        try:
-            for chunk in content.chunks:
-                line = b'{"columns":' + orjson.dumps(names) + b',"rows":' + orjson.dumps(chunk)
-                size = self.store.append_line(table, line + b"}")
-                rows += len(chunk)
-        except BaseException:
-            self.store.trim_rows(table, kept_bytes)
-            raise
-        with self.store.lock:
-            old_table = database["table"]
-            database.update(
-                variables=variables, table=table, rows_bytes=size, loads=database["loads"] + 1,
-                row_count=(database["row_count"] if action == "append" else 0) + rows,
-                updated=_now(),
-            )
+            old_table, replaced = database["table"], list(database.get("pending") or [])
+            if action == "append":
+                database.update(pending=[*replaced, part],
+                                row_count=database["row_count"] + rows)
+                replaced = []
+            else:
+                table = f"{database_hash}.{job['id']}"
+                self.store.truncate_rows(table)
+                database.update(table=table, rows_bytes=0, pending=[part], row_count=rows)
+            database.update(variables=variables, loads=database["loads"] + 1, updated=_now())
             self.databases[database_hash] = database
             job["rows"] = rows
             self.save()
-        if old_table != table:
+        if old_table != database["table"]:
             self.store.rows_path(old_table).unlink(missing_ok=True)
+        for gone in replaced:
+            self.store.file_path(gone["file"]).unlink(missing_ok=True)
         return database_hash
+
+    def materialize(self, database: dict[str, Any]) -> None:
+        """Read the rows of the database's pending files into its row file, in chunks
+        (never a whole file in memory). Its ``row_count`` then counts the rows read: a file
+        whose rows cannot all be read, or are not as many as its header said, shows there
+        (and in ``read_errors``). Not while another process serves the data dir (``show``
+        beside a live server): `rows` then reads the pending files without keeping them."""
+        with self.store.lock:
+            pending = database.get("pending") or []
+            if not pending or served_elsewhere(self.store.root.parent):
+                return
+            size, rows = database["rows_bytes"], database["row_count"]
+            for part in pending:
+                path = self.store.file_path(part["file"])
+                read = 0
+                try:
+                    content = read_dataset_file(path)
+                    names = orjson.dumps([variable["name"] for variable in content.variables])
+                    for chunk in content.read_chunks():
+                        line = b'{"columns":' + names + b',"rows":' + orjson.dumps(chunk)
+                        size = self.store.append_line(database["table"], line + b"}")
+                        read += len(chunk)
+                except Exception as exc:
+                    self.store.trim_rows(database["table"], database["rows_bytes"])
+                    database.setdefault("read_errors", []).append(
+                        f"{part['file']}: {_reason(exc)}")
+                    read = 0
+                    size = database["rows_bytes"]
+                rows += read - part["rows"]
+                database.update(rows_bytes=size)
+            database.update(pending=[], row_count=rows)
+            self.save()
+            for part in pending:
+                self.store.file_path(part["file"]).unlink(missing_ok=True)
 
     def rows(self, database: dict[str, Any], limit: int | None) -> list[dict[str, Any]]:
         defaults = {v["name"]: "" if v["type"] == "string" else None
@@ -350,7 +408,17 @@ class Catalog:
             names = [by_upper.get(name.upper(), name) for name in batch["columns"]]
             return [{**defaults, **dict(zip(names, row, strict=True))} for row in batch["rows"]]
 
-        return self.store.read_rows(database["table"], limit, as_objects)
+        rows = self.store.read_rows(database["table"], limit, as_objects)
+        for part in database.get("pending") or []:  # not materialized: read, not kept
+            if limit is not None and len(rows) >= limit:
+                break
+            content = read_dataset_file(self.store.file_path(part["file"]))
+            names = [variable["name"] for variable in content.variables]
+            for chunk in content.read_chunks():
+                rows += as_objects({"columns": names, "rows": chunk})
+                if limit is not None and len(rows) >= limit:
+                    break
+        return rows if limit is None else rows[:limit]
 
 
 # the API ------------------------------------------------------------------------------------
@@ -450,19 +518,23 @@ class DataTileEmulator:
 
     # the processing job -------------------------------------------------------------------
     def _process(self, job: dict[str, Any], path: Path) -> None:
-        """The job's work (a kit `Jobs` thread, after `processing_seconds`)."""
+        """The job's work (a kit `Jobs` thread, after `processing_seconds`). The file is
+        kept as the database's pending part when it loads (see `Catalog`)."""
+        kept = False
         try:
             self._transition(job, status="processing")
             try:
-                database = self.catalog.load(job, read_dataset_file(path))
+                database = self.catalog.load(job, read_dataset_file(path), path)
             except Exception as exc:  # the file or its merge: the job fails, nothing changes
                 self._transition(job, status="failed", message=_reason(exc),
                                  finished=_now())
             else:
+                kept = True
                 self._transition(job, status="completed", database=database,
                                  message=f"{job['rows']} rows loaded", finished=_now())
         finally:
-            path.unlink(missing_ok=True)
+            if not kept:
+                path.unlink(missing_ok=True)
             self.busy.release(job["target"])
 
     def _transition(self, job: dict[str, Any], **changes: Any) -> None:
@@ -499,6 +571,7 @@ class DataTileEmulator:
         with self.store.lock:
             databases = {}
             for database_hash, database in catalog.databases.items():
+                catalog.materialize(database)
                 databases[database_hash] = {
                     "name": database["name"],
                     "folder": database["folder"],
@@ -507,6 +580,8 @@ class DataTileEmulator:
                     "loads": database["loads"],
                     "rows": catalog.rows(database, max_rows),
                 }
+                if database.get("read_errors"):
+                    databases[database_hash]["read_errors"] = database["read_errors"]
             return {
                 "folders": {key: {"name": f["name"], "root": f["root"]}
                             for key, f in catalog.folders.items()},

@@ -19,10 +19,15 @@ Actions need the headers ``api-key-id`` / ``api-key-secret`` (:data:`SANDBOX_KEY
 :data:`SANDBOX_KEY_SECRET`) and the org :data:`SANDBOX_ORG`; the signed PUT must carry none
 of them (they are recorded when it does); it is signed with the kit's `SignedUrls` (method,
 path, Content-Type, expiry), refused with S3's XML errors, and its body is kept in the store
-(moved there when the server streamed it to disk). Every uploaded CSV is parsed at
-registration with uSmart's rules: the first record is the header, column types come from the
-first data row, a blank row ends the ingest. What the contract leaves open ([?], [I]) is
-assumed here and listed in ``docs/usmart.md``: the answers' shapes (``{"result": ...}``),
+(moved there when the server streamed it to disk). Every uploaded CSV is read with uSmart's
+rules: the first record is the header, column types come from the first data row, a blank row
+ends the ingest. Registration (``file:create`` / ``file:updateRevision``) checks the file's
+structure and counts its rows (`scan_csv`: refusals as `parse_csv`'s, one bytes regex per
+well-formed record); typing every cell (``type_conflicts``) and decoding rows wait until the
+data is read (the read route, the state, ``show``), so the emulator's work does not stand in
+the target's timing as the platform's own ingest would not.
+What the contract leaves open ([?], [I]) is assumed here and listed in ``docs/usmart.md``:
+the answers' shapes (``{"result": ...}``),
 the ``file:create`` fields, the error body (``{"error": {"status", "message"}}``), 401 for
 bad keys, 403 for a foreign org, and what ``urql`` returns (a JSON array of row objects).
 """
@@ -54,6 +59,7 @@ from target_core.sandbox import (
     Store,
     default_error_body,
     s3_error_xml,
+    served_elsewhere,
 )
 
 SANDBOX_KEY_ID = "us-sandbox-key-id"
@@ -177,8 +183,9 @@ class ParsedCsv:
     rows: int
     stopped_at_blank_row: int | None
     """Data row number (1-based) of the blank row that ended the ingest, if any."""
-    type_conflicts: dict[str, int]
-    """Per column, the cells that did not fit the type inferred from the first row."""
+    type_conflicts: dict[str, int] | None
+    """Per column, the cells that did not fit the type inferred from the first row (None:
+    not counted yet, see `scan_csv`)."""
 
 
 def parse_csv(path: Path) -> ParsedCsv:
@@ -209,6 +216,108 @@ def parse_csv(path: Path) -> ParsedCsv:
     kinds = kinds or ["text"] * len(names)
     columns = [{"name": name, "type": kind} for name, kind in zip(names, kinds, strict=True)]
     return ParsedCsv(columns, rows, stopped, conflicts)
+
+
+# -- the registration's check: structure only, at C speed ----------------------------------------
+
+_B_FIELD = rb'(?>"[^"]*+(?:""[^"]*+)*+"|[^,"\r\n]*+)'
+_B_END = rb"(?:\r\n|\n|\r)"
+_B_ANY_RECORD = re.compile(_B_FIELD + rb"(?:," + _B_FIELD + rb")*+" + _B_END)
+SCAN_CHUNK = 8 << 20
+"""Bytes read at a time by `scan_csv` (it never holds more than a few of them)."""
+
+
+def scan_csv(path: Path) -> ParsedCsv:
+    """What `file:create` needs to know at once: the file is one uSmart can read (the same
+    errors as `parse_csv`), its columns typed from the first data row, its row count and
+    where a blank row ended it. Every cell is not typed here (``type_conflicts`` is None:
+    counted by `parse_csv` when the data is read). Well-formed records are checked with one
+    bytes regex each (same grammar as `csv_records`: a record ends at the first line end
+    outside quotes, quoted fields double their quotes, a field takes no quote otherwise);
+    anything else, and every refusal, goes through `parse_csv` so its verdict and message
+    are the reference's."""
+    fast = _scan_well_formed(path)
+    return fast if fast is not None else parse_csv(path)
+
+
+class _NotPlain(Exception):
+    """The file is not plainly well formed: `parse_csv` decides."""
+
+
+def _scan_well_formed(path: Path) -> ParsedCsv | None:
+    """`scan_csv`'s fast path; None when the file is not plainly well formed."""
+    try:
+        return _scan_records(path)
+    except _NotPlain:
+        return None
+
+
+def _scan_records(path: Path) -> ParsedCsv | None:
+    with open(path, "rb") as file:
+        buf, eof = b"", False
+
+        def refill(keep_from: int) -> bytes:
+            nonlocal eof
+            if not _valid_utf8(buf[:keep_from]):  # complete records: no split character
+                raise _NotPlain
+            chunk = file.read(SCAN_CHUNK)
+            eof = not chunk
+            rest = buf[keep_from:] + chunk
+            if eof and rest and rest[-1] not in b"\r\n":
+                rest += b"\n"  # the last record's missing line end (parse_csv reads it alike)
+            return rest
+
+        buf = refill(0)
+        pos = 3 if buf.startswith(b"\xef\xbb\xbf") else 0  # utf-8-sig
+        match = _B_ANY_RECORD.match(buf, pos)
+        if pos >= len(buf) or buf[pos] in b"\r\n" or match is None or (
+                match.end() == len(buf) and not eof):
+            return None  # no header, or one longer than a chunk: the reference decides
+        try:
+            header = next(csv_records([buf[pos:match.end()].decode()]))
+        except (UnicodeDecodeError, CsvError):
+            return None
+        if not header or all(not text for text, _ in header):
+            return None
+        names = [text for text, _ in header]
+        pos = match.end()
+        record = re.compile(_B_FIELD + (rb"(?:," + _B_FIELD + rb"){%d}" % (len(names) - 1))
+                            + _B_END)
+        first: bytes | None = None
+        rows, stopped = 0, None
+        while True:
+            if pos >= len(buf) and not eof:
+                buf, pos = refill(pos), 0
+                continue
+            if pos >= len(buf):
+                break
+            if buf[pos] in b"\r\n":  # a blank row (a record never ends between \r and \n)
+                stopped = rows + 1
+                break
+            match = record.match(buf, pos)
+            if match is None or (match.end() == len(buf) and not eof):
+                if eof or len(buf) - pos > 4 * SCAN_CHUNK:
+                    return None
+                buf, pos = refill(pos), 0
+                continue
+            if first is None:
+                first = buf[pos:match.end()]
+            rows += 1
+            pos = match.end()
+        if not _valid_utf8(buf[:pos]):
+            return None
+    kinds = (["text"] * len(names) if first is None
+             else [infer_type(cell) for cell in next(csv_records([first.decode()]))])
+    columns = [{"name": name, "type": kind} for name, kind in zip(names, kinds, strict=True)]
+    return ParsedCsv(columns, rows, stopped, None)
+
+
+def _valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def read_csv_rows(path: Path, offset: int, limit: int | None) -> list[dict[str, Any]]:
@@ -288,6 +397,10 @@ class UsmartCatalog:
     @property
     def lock(self) -> Any:
         return self._store.lock
+
+    @property
+    def store_root(self) -> Path:
+        return self._store.root
 
     def save(self) -> None:
         self._store.write_meta(self.state)
@@ -411,6 +524,8 @@ class UsmartEmulator:
                     revisions = []
                     for revision in file["revisions"]:
                         path = self.catalog.object_path(revision["reference"])
+                        if revision.get("type_conflicts", {}) is None:
+                            self._count_type_conflicts(revision, path)
                         rows = read_csv_rows(path, 0, max_rows) if path.exists() else []
                         revisions.append({**revision, "data": rows})
                     files[file_guid] = {"fileName": file["fileName"],
@@ -422,6 +537,14 @@ class UsmartEmulator:
 
     def reset(self) -> None:
         self.catalog.reset()
+
+    def _count_type_conflicts(self, revision: dict[str, Any], path: Path) -> None:
+        """Every cell typed (the full `parse_csv`), once, when the state is first read:
+        registration only checked the file's structure (`scan_csv`). Kept in the metadata,
+        unless another process serves the data dir (``show`` beside a live server)."""
+        revision["type_conflicts"] = parse_csv(path).type_conflicts if path.exists() else {}
+        if not served_elsewhere(self.catalog.store_root.parent):
+            self.catalog.save()
 
     # -- routing ---------------------------------------------------------------------------------
     def _action(self, request: Request) -> Reply:
@@ -541,7 +664,7 @@ class UsmartEmulator:
             raise ApiError(400, f"fileSize {size!r} does not match the {upload['bytes']} bytes "
                            "uploaded")
         try:
-            parsed = parse_csv(self.catalog.object_path(reference))
+            parsed = scan_csv(self.catalog.object_path(reference))
         except (CsvError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"{name}: the file cannot be read as CSV: {exc}") from None
         return reference, upload, parsed
@@ -642,4 +765,5 @@ __all__ = [
     "infer_type",
     "parse_csv",
     "read_csv_rows",
+    "scan_csv",
 ]

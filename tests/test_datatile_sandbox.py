@@ -314,3 +314,57 @@ def test_the_rate_limit_bucket_is_the_token(api: Api, server: SandboxServer) -> 
     other = api.http.get(f"{api.base}/jobs/none", headers={"token": "another"}, timeout=10)
     assert (first.status_code, second.status_code, other.status_code) == (404, 429, 401)
     assert int(second.headers["Retry-After"]) > 0
+
+
+def test_a_job_counts_rows_and_rows_are_read_when_asked_for(api: Api) -> None:
+    """The job reads metadata and one column (what its answer needs); the rows are read into
+    the database when something first asks for them, then the kept files go."""
+    api.load("reload", SANDBOX_DATABASE, api.file("a.zsav", PEOPLE))
+    job = api.load("append", SANDBOX_DATABASE, api.file("b.sav", PEOPLE[:1], compression="rows"))
+    assert (job["status"], job["rows"], job["message"]) == ("completed", 1, "1 rows loaded")
+    stored = api.emulator.catalog.databases[SANDBOX_DATABASE]
+    kept = [api.emulator.store.file_path(part["file"]) for part in stored["pending"]]
+    assert [part["rows"] for part in stored["pending"]] == [3, 1] and all(
+        path.exists() for path in kept)
+    assert not api.emulator.store.rows_path(stored["table"]).exists()  # nothing decoded yet
+    database = api.database()
+    assert database["rows"] == [*PEOPLE_ROWS, PEOPLE_ROWS[0]]
+    assert database["row_count"] == 4 and "read_errors" not in database
+    assert stored["pending"] == [] and not any(path.exists() for path in kept)
+    assert api.database() == database  # read once, then served from the row file
+
+
+def test_a_file_cut_short_fails_its_job(api: Api) -> None:
+    """Its header (metadata) still reads; its rows do not: the job reads one column to the end."""
+    path = api.file("cut.zsav", PEOPLE * 200)
+    path.write_bytes(path.read_bytes()[:-50])
+    job = api.load("reload", SANDBOX_DATABASE, path)
+    assert job["status"] == "failed" and "could not be processed" in job["message"]
+    assert api.database()["loads"] == 0
+
+
+def test_rows_that_cannot_be_read_later_show_in_the_count(api: Api) -> None:
+    api.load("reload", SANDBOX_DATABASE, api.file("a.zsav", PEOPLE[:1]))
+    api.load("append", SANDBOX_DATABASE, api.file("b.zsav", PEOPLE * 200))
+    [_, second] = api.emulator.catalog.databases[SANDBOX_DATABASE]["pending"]
+    kept = api.emulator.store.file_path(second["file"])
+    kept.write_bytes(kept.read_bytes()[:-50])  # damaged after its job counted it
+    database = api.database()
+    assert database["row_count"] == 1 and database["rows"] == PEOPLE_ROWS[:1]
+    assert second["file"] in database["read_errors"][0]
+
+
+def test_show_beside_a_live_server_reads_rows_without_writing(api: Api,
+                                                              server: SandboxServer) -> None:
+    api.load("reload", SANDBOX_DATABASE, api.file("a.zsav", PEOPLE))
+    stored = api.emulator.catalog.databases[SANDBOX_DATABASE]
+    [part] = stored["pending"]
+    shown = subprocess.run(
+        [sys.executable, "-m", "target_core.sandbox.cli", "show", "--data-dir",
+         str(server.data_dir), "--max-rows", "2"],
+        capture_output=True, text=True, check=True, timeout=60)
+    database = json.loads(shown.stdout)["datatile"]["databases"][SANDBOX_DATABASE]
+    assert database["rows"] == PEOPLE_ROWS[:2] and database["row_count"] == 3
+    assert api.emulator.store.file_path(part["file"]).exists()  # the server's to read
+    assert not api.emulator.store.rows_path(stored["table"]).exists()
+    assert api.database()["rows"] == PEOPLE_ROWS

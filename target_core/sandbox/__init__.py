@@ -27,7 +27,7 @@ from target_core.sandbox.jobs import Job, JobFailed, Jobs
 from target_core.sandbox.limits import Limits, SlidingWindowLimiter
 from target_core.sandbox.registry import EmulatorRegistry, discover_emulator_classes
 from target_core.sandbox.requestlog import RequestLog
-from target_core.sandbox.server import SandboxServer
+from target_core.sandbox.server import SandboxServer, served_elsewhere
 from target_core.sandbox.signing import SignatureRefused, SignedUrls, s3_error_xml
 from target_core.sandbox.store import Store
 
@@ -56,4 +56,5 @@ __all__ = [
     "default_error_body",
     "discover_emulator_classes",
     "s3_error_xml",
+    "served_elsewhere",
 ]

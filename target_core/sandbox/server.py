@@ -451,3 +451,16 @@ def running_server(data_dir: Path) -> str | None:
             return url if answer.status == 200 else None
     except OSError:
         return None
+
+
+def served_elsewhere(data_dir: Path) -> bool:
+    """Whether another live process serves `data_dir`: a reader of its files (``show``) must
+    then leave them alone (an emulator caching what it read would write under the server)."""
+    try:
+        pid = int(orjson.loads((data_dir / SERVER_FILE).read_bytes())["pid"])
+        if pid == os.getpid():
+            return False
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
