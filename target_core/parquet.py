@@ -11,6 +11,7 @@ in bench/run.py: 146 MB with mimalloc, 127 MB with the system allocator, same sp
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
 import math
 import os
@@ -35,6 +36,23 @@ _EPOCH = dt.datetime(1970, 1, 1)
 _EPOCH_UTC = _EPOCH.replace(tzinfo=dt.UTC)
 _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
 _MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def _malloc_trim() -> object:
+    """glibc's `malloc_trim(0)`, or a no-op where the C library has none (musl, macOS)."""
+    with contextlib.suppress(OSError, AttributeError):
+        trim = ctypes.CDLL(None).malloc_trim
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+        return lambda: trim(0)
+    return lambda: 0
+
+
+release_freed_memory = _malloc_trim()
+"""Give the C heap's free pages back to the system. Each row group frees its Arrow arrays
+and the batch's Python values, while the writer keeps the file's growing metadata (a few
+kB per row group) allocated between them: glibc then cannot shrink its heap, and peak RSS
+grew with the stream (lake mode in bench/run.py: 122 MB at 200k records, 135 MB at 2M).
+Trimming after each row group keeps it flat; it costs well under a millisecond a call."""
 
 
 def int64_value(value: Any) -> int | None:
@@ -147,6 +165,8 @@ class ParquetWriter(FormatWriter):
                 raise TargetError(f"column '{field.name}' cannot be written to Parquet as "
                                   f"{field.type}: {type(exc).__name__}") from None
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        del arrays
+        release_freed_memory()
         self.rows += len(rows)
 
     def extend(self, columns: Sequence[Column]) -> bool:

@@ -67,8 +67,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import decimal
+import functools
 import hmac
 import io
+import math
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -185,18 +187,22 @@ def _with_pattern(pattern: str, text: str, zone: dt.tzinfo) -> dt.datetime | Non
         return None
     parts = match.groupdict()
     try:
+        offset = parts.get("z")
+        if offset == "Z":  # an ISO 8601 zone in the text wins over the pattern's zone
+            zone = dt.UTC
+        elif offset:
+            minutes = (int(offset[1:3]) * 60 + int(offset[4:6])) * (
+                -1 if offset[0] == "-" else 1)
+            zone = dt.timezone(dt.timedelta(minutes=minutes))
         moment = dt.datetime(int(parts.get("y") or 1970), int(parts.get("M") or 1),
                              int(parts.get("d") or 1), int(parts.get("H") or 0),
                              int(parts.get("m") or 0), int(parts.get("s") or 0), tzinfo=zone)
-        moment += dt.timedelta(milliseconds=int(parts.get("S") or 0))
-        offset = parts.get("z")
-        if offset:  # an ISO 8601 zone in the text wins over the pattern's zone
-            minutes = 0 if offset == "Z" else (int(offset[1:3]) * 60 + int(offset[4:6])) * (
-                -1 if offset[0] == "-" else 1)
-            moment = moment.replace(tzinfo=dt.timezone(dt.timedelta(minutes=minutes)))
+        milliseconds = int(parts.get("S") or 0)
+        if milliseconds:
+            moment += dt.timedelta(milliseconds=milliseconds)
     except (ValueError, OverflowError):
         return None
-    return moment.astimezone(dt.UTC)
+    return moment if zone is dt.UTC else moment.astimezone(dt.UTC)
 
 
 def parse_moment(column: dict[str, Any], value: Any) -> dt.datetime:
@@ -207,7 +213,7 @@ def parse_moment(column: dict[str, Any], value: Any) -> dt.datetime:
         return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=value)
     if type(value) is not str:
         raise Invalid("not a date")
-    zone = dt.UTC if column["class_name"] == "date" else _zone(column)
+    zone = _zone_of(column)
     for pattern in column.get("input_formats") or [DEFAULT_DATE_FORMAT]:
         moment = _with_pattern(pattern, value, zone)
         if moment is not None:
@@ -237,12 +243,64 @@ def csv_value(column: dict[str, Any], cell: str | None) -> Any:
         return default
     if kind in DATE_CLASSES:
         formats = column.get("input_formats") or []
-        digits = sum(char.isdigit() for char in text)
+        digits = sum(map(str.isdigit, text))
         if not formats or (kind != "date" and (len(text) > 30 or digits < 5)):
             return None
         moment = _with_pattern(formats[0], text, dt.UTC)
         return None if moment is None else _date_text(kind, moment)
     return text
+
+
+def csv_converter(column: dict[str, Any]) -> Callable[[str | None], Any]:
+    """`csv_value` for one column, its type looked at once (the same results, cheaper per
+    cell): each type has its own converter with `csv_value`'s rules."""
+    kind = column["class_name"]
+    if kind in DATE_CLASSES:
+        formats = column.get("input_formats") or []
+        if not formats:
+            return lambda cell: None
+        return functools.partial(_csv_date, kind, formats[0])
+    default = column.get("default_value")
+    if kind in ("int32", "int64"):  # as in `csv_value`: other integer types stay text
+        return functools.partial(_csv_int, column, default)
+    if kind in ("float", "double"):
+        return functools.partial(_csv_double, default)
+    if kind != "string":
+        return functools.partial(csv_value, column)
+    if default is None:
+        return lambda cell: cell or None  # "" -> the default (None), None -> None
+    return lambda cell: cell if cell or cell is None else default
+
+
+def _csv_int(column: dict[str, Any], default: Any, cell: str | None) -> Any:
+    """An integer cell of `csv_value`."""
+    if cell is None:
+        return None
+    try:
+        return coerce(column, int(cell.strip()))
+    except (Invalid, ValueError, ArithmeticError):
+        return default
+
+
+def _csv_double(default: Any, cell: str | None) -> Any:
+    """A float or double cell of `csv_value`."""
+    if cell is None:
+        return None
+    try:
+        return _finite(decimal.Decimal(cell.strip()))
+    except (Invalid, ValueError, ArithmeticError):
+        return default
+
+
+def _csv_date(kind: str, pattern: str, cell: str | None) -> str | None:
+    """A date cell of `csv_value` (the column's first input format, UTC)."""
+    if cell is None:
+        return None
+    text = cell.strip()
+    if kind != "date" and (len(text) > 30 or sum(map(str.isdigit, text)) < 5):
+        return None
+    moment = _with_pattern(pattern, text, dt.UTC)
+    return None if moment is None else _date_text(kind, moment)
 
 
 def _date_text(class_name: str, moment: dt.datetime) -> str:
@@ -305,6 +363,61 @@ def coerce(column: dict[str, Any], value: Any) -> Any:
     if kind == "array" and not isinstance(value, list):
         raise Invalid("not an array")
     return value
+
+
+INVALID = object()
+"""What `coerce_column` puts in place of a value `coerce` refuses."""
+_DECIMAL_OR_INT = frozenset({int, decimal.Decimal})
+
+
+def _coerce_or_invalid(column: dict[str, Any], value: Any) -> Any:
+    try:
+        return coerce(column, value)
+    except Invalid:
+        return INVALID
+
+
+def _all_finite(values: list[Any]) -> bool:
+    try:
+        return all(map(math.isfinite, map(float, values)))
+    except (OverflowError, ValueError, decimal.InvalidOperation):
+        return False
+
+
+def coerce_column(column: dict[str, Any], values: list[Any]) -> list[Any]:
+    """`coerce` over one column's values (INVALID where it refuses one). Where every value
+    already is what `coerce` would keep unchanged (text in a string column, integers in
+    range, finite numbers in a double, booleans), one C-level pass checks it: same result."""
+    kind = column["class_name"]
+    types = set(map(type, values))
+    if kind == "string" and types <= {str}:
+        return values
+    if kind == "bool" and types <= {bool}:
+        return values
+    if kind in INT_RANGES and types <= {int}:
+        low, high = INT_RANGES[kind]
+        if not values or (low <= min(values) and max(values) <= high):
+            return values
+    if kind in ("float", "double") and types <= _DECIMAL_OR_INT and _all_finite(values):
+        return values
+    if kind in DATE_CLASSES and types <= {str}:  # `parse_moment`, its zone looked up once
+        return list(map(functools.partial(_date_or_invalid, kind, _zone_of(column),
+                                          column.get("input_formats") or [DEFAULT_DATE_FORMAT]),
+                        values))
+    return [_coerce_or_invalid(column, value) for value in values]
+
+
+def _zone_of(column: dict[str, Any]) -> dt.tzinfo:
+    return dt.UTC if column["class_name"] == "date" else _zone(column)
+
+
+def _date_or_invalid(kind: str, zone: dt.tzinfo, patterns: list[str], text: str) -> Any:
+    """A text value of a date column as `coerce` stores it, or INVALID."""
+    for pattern in patterns:
+        moment = _with_pattern(pattern, text, zone)
+        if moment is not None:
+            return _date_text(kind, moment)
+    return INVALID
 
 
 def _finite(number: Any) -> Any:
@@ -965,25 +1078,24 @@ class DataInsiderEmulator:
         table = self.catalog.table(db, name)
         columns = _insertable(table)
         width = len(columns)
+        if not all(isinstance(record, list) for record in records):
+            raise DIError(400, "invalaid_json_format", "records: each record is an array")
+        complete = [record for record in records if len(record) >= width]
+        skipped = len(records) - len(complete)
+        # column by column: a column whose values all pass one C-level check is kept as
+        # it is; the others go through `coerce` value by value, an invalid one as INVALID
+        converted = [coerce_column(column, list(values))
+                     for column, values in zip(columns, zip(*complete, strict=False),
+                                               strict=False)]
         rows: list[list[Any]] = []
-        invalid = invalid_fields = skipped = 0
-        for record in records:
-            if not isinstance(record, list):
-                raise DIError(400, "invalaid_json_format", "records: each record is an array")
-            if len(record) < width:
-                skipped += 1
-                continue
-            row, bad = [], 0
-            for column, value in zip(columns, record[:width], strict=True):
-                try:
-                    row.append(coerce(column, value))
-                except Invalid:
-                    bad += 1
+        invalid = invalid_fields = 0
+        for row in zip(*converted, strict=True) if complete and width else ([] for _ in complete):
+            bad = row.count(INVALID)
             if bad:
                 invalid += 1
                 invalid_fields += bad
                 continue
-            rows.append(row)
+            rows.append(list(row))
         self.catalog.insert(table, rows, "batch")
         return Reply(200, {"total_records": len(records), "total_invalid_records": invalid,
                            "total_invalid_fields": invalid_fields,
@@ -1006,13 +1118,15 @@ class DataInsiderEmulator:
         except csv.Error:
             raise DIError(400, "bad_request", "unable to parse the file with current config, "
                                               "please try again with another config") from None
-        rows = []
-        for cells in parsed:
-            padded = [*cells, *[None] * (len(columns) - len(cells))]
-            row = [csv_value(column, cell) for column, cell in zip(columns, padded,
-                                                                    strict=False)]
-            if any(value is not None for value in row):  # rows of nulls only are dropped
-                rows.append(row)
+        width = len(columns)
+        parsed = [cells if len(cells) >= width else [*cells, *[None] * (width - len(cells))]
+                  for cells in parsed]
+        # column by column: each column's converter is chosen once, not per cell
+        converted = [list(map(csv_converter(column), cells))
+                     for column, cells in zip(columns, zip(*parsed, strict=False),
+                                              strict=False)]
+        rows = [list(row) for row in zip(*converted, strict=True)
+                if row.count(None) != width]  # rows of nulls only are dropped
         self.catalog.insert(table, rows, "csv")
         return Reply(200, {"succeed": True, "row_inserted": len(rows)})
 

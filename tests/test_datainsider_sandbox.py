@@ -7,6 +7,7 @@ quirk, CSV ingestion, truncate, read-back, and `target-sandbox show`.
 
 from __future__ import annotations
 
+import decimal
 import json
 import subprocess
 from collections.abc import Iterator
@@ -20,7 +21,16 @@ import requests
 from conftest import sandbox_cmd
 
 from target_core.sandbox import SandboxServer
-from target_datainsider.sandbox import SANDBOX_API_KEY, SANDBOX_READONLY_KEY
+from target_datainsider.sandbox import (
+    INVALID,
+    SANDBOX_API_KEY,
+    SANDBOX_READONLY_KEY,
+    Invalid,
+    coerce,
+    coerce_column,
+    csv_converter,
+    csv_value,
+)
 
 KEY = {"api_key": SANDBOX_API_KEY}
 COLUMNS = [
@@ -349,3 +359,49 @@ def test_show_prints_lake_directories(tmp_path: Path) -> None:
     directory = json.loads(shown)["datainsider"]["lake"]["directories"]["/data/x"]
     assert directory["row_count"] == 30 and len(directory["rows"]) == 20  # 20 rows shown
     assert directory["files"][0]["columns"] == {"id": "int64", "at": "timestamp[us, tz=UTC]"}
+
+
+# the column-at-once paths of the ingestion routes give what the value-by-value rules give
+_D = decimal.Decimal
+_COLUMNS = [
+    {"class_name": "string"}, {"class_name": "string", "default_value": "n/a"},
+    {"class_name": "int8"}, {"class_name": "int64"}, {"class_name": "uint32"},
+    {"class_name": "int64", "default_value": 7}, {"class_name": "double"},
+    {"class_name": "float", "default_value": 0.5}, {"class_name": "bool"},
+    {"class_name": "datetime64", "input_formats": ["yyyy-MM-dd HH:mm:ss.SSSXXX"]},
+    {"class_name": "datetime", "input_formats": ["yyyy-MM-dd HH:mm:ss"],
+     "timezone": "Asia/Kolkata"},
+    {"class_name": "date", "input_formats": ["yyyy-MM-dd"]}, {"class_name": "datetime"},
+]
+_COLUMN_VALUES = [
+    ["a", "", "ü"], ["a", None], [1, 2, 3], [127, 128], [-(2**63), 2**63 - 1], [2**63],
+    [True, 1], [1, _D("2.5")], [_D("1e400")], [10**400], [1.5, "x"],
+    [False, True], [0, "true"], [None, 1], ["2024-01-01 00:00:03.000Z",
+                                          "2024-01-01 05:30:00.250+05:30"],
+    ["2024-02-30 00:00:00"], [1_700_000_000_000], [[1], {"a": 1}],
+]
+_CELLS = [None, "", " 12 ", "1_000", "300", "-1", "2.50", "1e400", "NaN", "abc", "TRUE",
+          "false", "2024-01-01 00:00:03.000Z", "2024-01-01 05:30:00", "2024-01-01",
+          "12:00", "x" * 40, "1" * 5000]
+
+
+def _coerced(column: dict[str, Any], value: Any) -> Any:
+    try:
+        return coerce(column, value)
+    except Invalid:
+        return INVALID
+
+
+@pytest.mark.parametrize("column", _COLUMNS, ids=lambda c: str(sorted(c.items())))
+def test_column_paths_give_what_value_by_value_gives(column: dict[str, Any]) -> None:
+    for values in _COLUMN_VALUES:
+        try:
+            expected = [_coerced(column, value) for value in values]
+        except Exception as exc:  # e.g. OverflowError: the same on both paths
+            with pytest.raises(type(exc)):
+                coerce_column(column, list(values))
+            continue
+        assert coerce_column(column, list(values)) == expected, values
+    convert = csv_converter(column)
+    for cell in _CELLS:
+        assert convert(cell) == csv_value(column, cell), cell

@@ -593,13 +593,33 @@ def _run_incrementally(postgres: Postgres, project: Path, sandbox_url: str, load
 
 # -- file targets: a stream's file is confirmed at the end of the run ------------------------
 
+@dataclass(frozen=True)
+class FileLoader(Loader):
+    """A file target: how its landed values look (`check`) and its columns' types."""
+
+    check: Callable[[list[dict[str, Any]], dict[int, dict[str, Any]]], None] = \
+        lambda landed, source: _check_file_values(landed, source)
+    file_types: Callable[[dict[str, Any]], dict[str, str]] = \
+        lambda table: {v["name"]: v["type"] for v in table["variables"]}
+    """The loader's table (as `table` gives it) -> column -> its platform type."""
+
+
 FILE_LOADERS = [
-    Loader("target-datatile",
+    FileLoader("target-datatile",
            lambda url: {"api_url": f"{url}/datatile/api/v2", "token": "dt-sandbox-token",
                         "database_map": {STREAM: "sandbox-database"}, "poll_interval": 0.1},
            "/datatile/api/v2/upload/*",
            lambda shown: shown["datatile"]["databases"]["sandbox-database"],
            {"id": "numeric", "amount": "numeric", "updated_at": "datetime"}),
+    FileLoader("target-datainsider",  # mode lake
+               lambda url: {"api_url": f"{url}/datainsider/api", "api_key": "di-sandbox-key",
+                            "mode": "lake"},
+               "/datainsider/api/lake/file/upload",
+               lambda shown: _lake_directory(shown["datainsider"]["lake"]),
+               {"id": "int64", "amount": "double", "updated_at": "timestamp[us, tz=UTC]"},
+               check=lambda landed, source: _check_parquet_values(landed, source),
+               file_types=lambda table: {name: kind for file in table["files"]
+                                         for name, kind in file["columns"].items()}),
 ]
 FILE_STREAM_SEEN = "Stream 'public-orders' -> "  # the target's line at the stream's SCHEMA
 
@@ -622,9 +642,31 @@ def _check_file_values(landed: list[dict[str, Any]], source: dict[int, dict[str,
         assert row["updated_at"] == expected["updated_at"].replace(" ", "T") + ".000000", where
 
 
+LAKE_DIRECTORY = "/data/singer/public_orders"  # lake_path_prefix + the sanitised stream
+
+
+def _lake_directory(lake: dict[str, Any]) -> dict[str, Any]:
+    """The orders' lake directory (all its Parquet files' rows), empty before any file."""
+    return lake["directories"].get(LAKE_DIRECTORY, {"files": [], "row_count": 0, "rows": []})
+
+
+def _check_parquet_values(landed: list[dict[str, Any]],
+                          source: dict[int, dict[str, Any]]) -> None:
+    """Parquet: numbers are doubles, date-times `timestamp[us, UTC]` (shown as text with
+    microseconds and `Z`), NULL kept."""
+    for row in landed:
+        expected = source[row["id"]]
+        where = f"order {row['id']}"
+        assert row["customer"] == expected["customer"], where
+        assert isinstance(row["amount"], float), where
+        assert Decimal(str(row["amount"])) == expected["amount"], where
+        assert row["status"] == expected["status"], where
+        assert row["updated_at"] == expected["updated_at"] + ".000000Z", where
+
+
 @pytest.mark.parametrize("loader", FILE_LOADERS, ids=[loader.name for loader in FILE_LOADERS])
 def test_killed_file_load_resumes_with_nothing_lost_or_doubled(
-    postgres: Postgres, sandbox_url: str, tmp_path: Path, loader: Loader
+    postgres: Postgres, sandbox_url: str, tmp_path: Path, loader: FileLoader
 ) -> None:
     """Run 1 is SIGKILLed mid-stream: no file was finished, so nothing landed and Meltano
     stored no state. Run 2 (the stale job aged as above) loads every row exactly once, with
@@ -647,11 +689,10 @@ def test_killed_file_load_resumes_with_nothing_lost_or_doubled(
     assert _job_states(project, loader.state_id) == ["FAIL", "SUCCESS"]
     landed = loader.landed(sandbox_url)
     assert sorted(row["id"] for row in landed) == sorted(source), "lost or doubled"
-    _check_file_values(landed, source)
-    variables = {v["name"]: v["type"] for v in loader.table(_shown(sandbox_url))["variables"]}
-    assert {name: variables[name] for name in loader.column_types} == loader.column_types
+    loader.check(landed, source)
+    types = loader.file_types(loader.table(_shown(sandbox_url)))
+    assert {name: types[name] for name in loader.column_types} == loader.column_types
     last = max(row["updated_at"] for row in source.values())
     assert _utc(_state_get(project, loader.state_id)["replication_key_value"]) == last
 
-    _run_incrementally(postgres, project, sandbox_url, loader, len(landed), last,
-                       _check_file_values)
+    _run_incrementally(postgres, project, sandbox_url, loader, len(landed), last, loader.check)
