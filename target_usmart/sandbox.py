@@ -34,6 +34,7 @@ bad keys, 403 for a foreign org, and what ``urql`` returns (a JSON array of row 
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import hmac
 import re
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 from urllib.parse import quote, unquote
 
 import orjson
@@ -306,10 +307,25 @@ def _scan_records(path: Path) -> ParsedCsv | None:
             pos = match.end()
         if not _valid_utf8(buf[:pos]):
             return None
+        if stopped is not None and not _rest_is_utf8(buf[pos:], file):
+            return None  # bytes past the blank row that a text reader may still trip on
     kinds = (["text"] * len(names) if first is None
              else [infer_type(cell) for cell in next(csv_records([first.decode()]))])
     columns = [{"name": name, "type": kind} for name, kind in zip(names, kinds, strict=True)]
     return ParsedCsv(columns, rows, stopped, None)
+
+
+def _rest_is_utf8(head: bytes, file: BinaryIO) -> bool:
+    """`head` and the rest of `file`, decoded as UTF-8 a chunk at a time, are valid."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        decoder.decode(head)
+        while chunk := file.read(SCAN_CHUNK):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _valid_utf8(data: bytes) -> bool:
