@@ -108,9 +108,12 @@ postgresql:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql \
 		>/dev/null && ls $(PG_INITDB_GLOB)
 
-# pytest exits 5 when it collected no test: that is a failure here.
+# pytest exits 5 when it collected no test: that is a failure here. Two workers (pytest-xdist):
+# most tests wait on a target or Meltano process, so both cores stay busy; PYTEST_WORKERS=0
+# runs everything in one process.
+PYTEST_WORKERS ?= 2
 test: $(VENV_STAMP) $(MELTANO_STAMP) postgresql
-	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'no tests collected'; exit 1; fi; exit $$rc
 
 lint: $(VENV_STAMP)
