@@ -107,7 +107,9 @@ def text(value: Any) -> str | None:
     return json_text(value)
 
 
-def _parse(value: Any) -> dt.datetime:
+def parse_datetime(value: Any) -> dt.datetime:
+    """An ISO 8601 date-time string (or a datetime a stream map made) as a `datetime`;
+    `ValueError` naming the problem, never the value."""
     if isinstance(value, dt.datetime):  # a stream map may hand over datetime objects
         return value
     if type(value) is not str:
@@ -131,7 +133,7 @@ def utc_datetime_text(value: Any) -> str | None:
     try:  # the common case in one call: a UTC or naive ISO string (Python 3.11+ reads Z)
         parsed = _parse_datetime(value)
     except (TypeError, ValueError):
-        parsed = _parse(value)
+        parsed = parse_datetime(value)
     if parsed.utcoffset():
         try:
             return _text(parsed.astimezone(_UTC))
@@ -156,7 +158,7 @@ def date_text(value: Any) -> str | None:
     try:
         parsed = _parse_datetime(value)
     except (TypeError, ValueError):
-        parsed = _parse(value)
+        parsed = parse_datetime(value)
     return f"{parsed.year:04d}-{parsed.month:02d}-{parsed.day:02d}"
 
 

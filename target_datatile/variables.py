@@ -184,15 +184,7 @@ def spss_datetime(value: Any) -> str | None:
     """
     if value is None:
         return None
-    if isinstance(value, dt.datetime):
-        parsed = value
-    elif type(value) is str:
-        try:
-            parsed = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError("is not a valid ISO 8601 date-time") from None
-    else:
-        raise ValueError("must be a date-time string")
+    parsed = conversions.parse_datetime(value)
     if parsed.tzinfo is not None:
         try:
             parsed = parsed.astimezone(_UTC).replace(tzinfo=None)

@@ -46,7 +46,14 @@ from typing import Any, TextIO
 import msgspec
 
 from target_core.columns import Column, ColumnType
-from target_core.conversions import date_text, json_text, number, positional, text
+from target_core.conversions import (
+    date_text,
+    json_text,
+    number,
+    parse_datetime,
+    positional,
+    text,
+)
 from target_core.formats import FormatWriter
 
 CONTENT_TYPE = "text/csv"
@@ -103,17 +110,9 @@ def iso_datetime(value: Any) -> str | None:
     A value already in that form is kept as the tap sent it (all of its fraction digits)."""
     if value is None:
         return None
-    if isinstance(value, dt.datetime):
-        parsed = value
-    elif type(value) is str:
-        try:
-            parsed = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError("is not a valid ISO 8601 date-time") from None
-        if value[-1:] == "Z" and value[10:11] == "T":
-            return value
-    else:
-        raise ValueError("must be a date-time string")
+    parsed = parse_datetime(value)
+    if type(value) is str and value[-1:] == "Z" and value[10:11] == "T":
+        return value
     if parsed.tzinfo is not None:
         try:
             parsed = parsed.astimezone(_UTC).replace(tzinfo=None)
