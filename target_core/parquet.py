@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from target_core import conversions
 from target_core.columns import Column, ColumnType
-from target_core.conversions import _parse as parse_datetime
+from target_core.conversions import parse_datetime
 from target_core.errors import TargetError
 from target_core.formats import FormatWriter, Row
 from target_core.rows import Converter
