@@ -101,6 +101,7 @@ def usmart(snapshot: dict[str, Any], rows: int) -> list[str]:
             if container.get("refreshes"):
                 lines.append(f"  output pipeline {pipeline!r}: {len(container['refreshes'])} "
                              "refreshes")
+    return lines
 
 
 def datatile(snapshot: dict[str, Any], rows: int) -> list[str]:
