@@ -40,8 +40,8 @@ def fault(server: SandboxServer, **rule: Any) -> None:
 
 
 def calls(server: SandboxServer, path: str, count: int = 0) -> list[dict]:
-    """The request log's entries for `path`; waits for `count` of them (an entry is written
-    just after its answer is sent)."""
+    """The request log's entries for `path`; waits for `count` of them (a request the
+    session gave up on, e.g. a dropped connection, has no answer to wait for)."""
     deadline = time.monotonic() + 10
     while len(found := [e for e in server.app.log.read() if e["path"] == path]) < count:
         assert time.monotonic() < deadline, f"{len(found)} requests to {path}, not {count}"
