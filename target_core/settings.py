@@ -19,6 +19,13 @@ from target_core.http import ApiSession, RateLimiter, check_url
 LOAD_METHODS = ("append-only", "overwrite")
 
 
+def load_method_setting(description: str) -> th.Property:
+    """`load_method`: `append-only` (the default) or `overwrite`; what each does to the
+    platform's destination is the platform's to say in `description`."""
+    return th.Property("load_method", th.StringType, default="append-only",
+                       allowed_values=list(LOAD_METHODS), description=description)
+
+
 def connection_settings(*, rate_limit_default: int, rate_limit_note: str) -> list[th.Property]:
     """`rate_limit_per_minute`, `request_timeout` and `max_retries`, with their defaults."""
     return [

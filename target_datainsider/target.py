@@ -14,10 +14,10 @@ from target_core.filesink import FileLoad, FileSink, FileSinkParts
 from target_core.filetarget import FileTarget
 from target_core.http import ApiSession, RateLimiter
 from target_core.settings import (
-    LOAD_METHODS,
     api_session,
     check_connection_settings,
     connection_settings,
+    load_method_setting,
 )
 from target_core.sink import SinkParts
 from target_core.target import CoreTarget
@@ -73,11 +73,9 @@ class TargetDataInsider(FileTarget):
                     description='Lake mode: stream -> absolute lake directory, e.g. '
                                 '{"orders": "/data/shop/orders"}. Takes precedence over '
                                 "lake_path_prefix."),
-        th.Property("load_method", th.StringType, default="append-only",
-                    allowed_values=list(LOAD_METHODS),
-                    description="append-only: rows are added. overwrite: each stream's table "
-                                "is truncated before its first batch of the run (lake: a "
-                                "FullSync replaces the directory)."),
+        load_method_setting("append-only: rows are added. overwrite: each stream's table "
+                            "is truncated before its first batch of the run (lake: a "
+                            "FullSync replaces the directory)."),
         th.Property("key_properties_as", th.StringType, default="primary_keys",
                     allowed_values=list(KEY_PROPERTIES_AS),
                     description="primary_keys: a stream's key properties become the primary "

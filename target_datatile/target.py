@@ -12,11 +12,15 @@ from target_core.errors import ConfigError
 from target_core.filesink import FileLoad
 from target_core.filetarget import FileTarget
 from target_core.http import check_url
-from target_core.settings import api_session, check_connection_settings, connection_settings
+from target_core.settings import (
+    api_session,
+    check_connection_settings,
+    connection_settings,
+    load_method_setting,
+)
 from target_datatile.client import PLATFORM, ApiShape, DataTileClient
 from target_datatile.sink import (
     FILE_FORMATS,
-    LOAD_ACTIONS,
     DatabaseMap,
     DataTileLoad,
     LoadOptions,
@@ -64,11 +68,9 @@ class TargetDataTile(FileTarget):
                     description="JSON file (read and updated by the target) that remembers the "
                                 "databases create_missing_databases created, per api_url, so "
                                 "the next run loads into the same one."),
-        th.Property("load_method", th.StringType, default="append-only",
-                    allowed_values=list(LOAD_ACTIONS),
-                    description="append-only: upload with `append` (rows added, new "
-                                "variables merged). overwrite: upload with `reload` (the "
-                                "database's data replaced by the stream's file)."),
+        load_method_setting("append-only: upload with `append` (rows added, new "
+                            "variables merged). overwrite: upload with `reload` (the "
+                            "database's data replaced by the stream's file)."),
         th.Property("file_format", th.StringType, default=DEFAULT_FILE_FORMAT,
                     allowed_values=list(FILE_FORMATS),
                     description="sav (SPSS with bytecode compression, flat memory: the "

@@ -13,6 +13,7 @@ from target_core.settings import (
     api_session,
     check_connection_settings,
     connection_settings,
+    load_method_setting,
 )
 from target_core.target import CoreTarget
 from target_graphitenote.client import PLATFORM, GraphiteNoteClient
@@ -70,10 +71,8 @@ class TargetGraphiteNote(CoreTarget):
                                 "and user_code, so the next run loads into the same one."),
         th.Property("dataset_name_prefix", th.StringType, default="",
                     description="Prefix of the names of datasets this target creates."),
-        th.Property("load_method", th.StringType, default="append-only",
-                    allowed_values=list(LOAD_METHODS),
-                    description="append-only: every fill appends. overwrite: the first fill "
-                                "of each stream in a run truncates the dataset (append: false)."),
+        load_method_setting("append-only: every fill appends. overwrite: the first fill "
+                            "of each stream in a run truncates the dataset (append: false)."),
         th.Property("stream_load_methods", th.ObjectType(additional_properties=th.StringType),
                     description='load_method per stream, e.g. {"customers": "overwrite"} for '
                                 "a FULL_TABLE stream while the others append; streams not "

@@ -12,12 +12,15 @@ from singer_sdk import typing as th
 from target_core.errors import ConfigError
 from target_core.filesink import FileLoad
 from target_core.filetarget import FileTarget
-from target_core.settings import api_session, check_connection_settings, connection_settings
+from target_core.settings import (
+    api_session,
+    check_connection_settings,
+    connection_settings,
+    load_method_setting,
+)
 from target_usmart.client import DEFAULT_API_URL, PLATFORM, ContractShape, UsmartClient
 from target_usmart.sink import (
     ALL_PIPELINES,
-    APPEND,
-    LOAD_METHODS,
     OVERWRITE,
     Destination,
     Destinations,
@@ -65,12 +68,10 @@ class TargetUsmart(FileTarget):
                     description="Stream name -> GUID of the dataset file it overwrites "
                                 "(overwrite only). Default: the dataset's file with the "
                                 "stream's file name (found with dataset:view)."),
-        th.Property("load_method", th.StringType, default=APPEND,
-                    allowed_values=list(LOAD_METHODS),
-                    description="append-only: a new file per run, named with the run's UTC "
-                                "time (orders-20240102T030405Z.csv). overwrite: a new "
-                                "revision of the stream's file (file:updateRevision), or "
-                                "file:create when the dataset has none."),
+        load_method_setting("append-only: a new file per run, named with the run's UTC "
+                            "time (orders-20240102T030405Z.csv). overwrite: a new "
+                            "revision of the stream's file (file:updateRevision), or "
+                            "file:create when the dataset has none."),
         th.Property("refresh_pipelines", _REFRESH, default=ALL_PIPELINES,
                     description='Output pipelines to refresh after the upload: "all" of the '
                                 'dataset\'s (default), "none" (or []), or a list of resource '
