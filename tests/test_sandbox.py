@@ -511,6 +511,29 @@ def test_cli_show_prints_20_rows_per_dataset_unless_told_and_filters(tmp_path: P
     assert set(_show(data_dir, "--dataset", other)) == {other}
 
 
+def test_cli_show_dataset_filters_every_platform_by_name(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    whole = json.loads(subprocess.run(
+        [_script("target-sandbox"), "show", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, check=True).stdout)
+    assert set(whole["datatile"]["databases"]) == {"sandbox-database"}
+    assert set(whole["usmart"]["datasets"]) == {"sandbox-dataset"}
+    shown = json.loads(subprocess.run(
+        [_script("target-sandbox"), "show", "--data-dir", str(data_dir),
+         "--dataset", "sandbox-database"], capture_output=True, text=True, check=True).stdout)
+    assert set(shown["datatile"]["databases"]) == {"sandbox-database"}
+    assert shown["usmart"]["datasets"] == {}
+    assert shown["graphitenote"]["datasets"] == {}
+    assert shown["datatile"]["folders"] == whole["datatile"]["folders"]  # not a named place
+    shown = json.loads(subprocess.run(
+        [_script("target-sandbox"), "show", "--data-dir", str(data_dir),
+         "--dataset", "sandbox-dataset"], capture_output=True, text=True, check=True).stdout)
+    assert set(shown["usmart"]["datasets"]) == {"sandbox-dataset"}
+    assert shown["datatile"]["databases"] == {}
+    assert shown["datainsider"]["databases"] == {}
+
+
 def test_cli_reset_refuses_while_a_server_runs_on_the_data_dir(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     reset = [_script("target-sandbox"), "reset", "--data-dir", str(data_dir)]

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--max-rows", type=_non_negative, default=20,
                       help="rows printed per dataset (default 20)")
     show.add_argument("--dataset", action="append", default=[], metavar="CODE",
-                      help="only this dataset (repeat for several)")
+                      help="only this dataset, database or lake directory, on every "
+                           "platform (repeat for several)")
 
     reset = commands.add_parser("reset", help="wipe every emulator's data and the request log")
     reset.add_argument("--data-dir", type=Path, required=True)
@@ -118,12 +119,26 @@ def _show(args: argparse.Namespace) -> int:
     snapshot = EmulatorRegistry(args.data_dir).snapshot(args.max_rows)
     if args.dataset:
         for state in snapshot.values():
-            datasets = state.get("datasets") if isinstance(state, dict) else None
-            if isinstance(datasets, dict):
-                state["datasets"] = {k: v for k, v in datasets.items() if k in args.dataset}
+            _keep_only(state, args.dataset)
     sys.stdout.buffer.write(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()
     return 0
+
+
+_NAMED_PLACES = ("datasets", "databases", "directories")
+"""Where emulators keep what a target loads, by name (Graphite Note and uSmart datasets,
+DataInsider and DataTile databases, DataInsider lake directories)."""
+
+
+def _keep_only(state: object, names: list[str]) -> None:
+    """`--dataset`: only the named datasets, databases and lake directories, on every platform."""
+    if not isinstance(state, dict):
+        return
+    for key, value in state.items():
+        if key in _NAMED_PLACES and isinstance(value, dict):
+            state[key] = {k: v for k, v in value.items() if k in names}
+        elif isinstance(value, dict):
+            _keep_only(value, names)
 
 
 def _reset(args: argparse.Namespace) -> int:
