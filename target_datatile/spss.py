@@ -18,21 +18,22 @@ whole data frame: docs/datatile.md has the measurements.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import readstat_arrow
 import readstat_arrow.errors
 
 from target_core import conversions
-from target_core.columns import Column
+from target_core.columns import Column, ColumnType
 from target_core.errors import TargetError
 from target_core.formats import SpooledWriter
 from target_core.rows import Converter
-from target_core.spool import RowSpool
+from target_core.spool import BatchSpool, conform, string_widths
 from target_datatile.variables import (
     SpssVariable,
     converter_for,
@@ -73,6 +74,11 @@ def _arrow_type(variable: SpssVariable) -> pa.DataType:
     }[variable.kind]
 
 
+def spss_schema(columns: Sequence[Column]) -> pa.Schema:
+    """The Arrow type each column's converted values take (and the writer reads)."""
+    return pa.schema([(v.name, _arrow_type(v)) for v in spss_variables(columns)])
+
+
 def _temporal(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
     """ISO strings (what the converters make) cast in one call; date/datetime objects too."""
     try:
@@ -83,12 +89,42 @@ def _temporal(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
 
 
 def _strings(values: Sequence[Any]) -> pa.Array:
-    """Text values; a column whose type changed mid-stream (now text) also holds the earlier
-    rows' numbers, written as their JSON text."""
+    """Text values (str, or the UTF-8 bytes of JSON text); anything else as its JSON text."""
     try:
         return pa.array(values, pa.string())
     except (pa.ArrowTypeError, pa.ArrowInvalid):
         return pa.array([conversions.text(v) for v in values], pa.string())
+
+
+def spss_record_batch(schema: pa.Schema, rows: Sequence[Sequence[Any]]) -> pa.RecordBatch:
+    """Converted rows (see :func:`target_datatile.variables.converter_for`) as one record
+    batch of ``schema``: one Arrow call per column (date-times cast from their text in C)."""
+    arrays = []
+    for arrow_type, values in zip(schema.types, zip(*rows, strict=True), strict=True):
+        if pa.types.is_temporal(arrow_type):
+            arrays.append(_temporal(values, arrow_type))
+        elif pa.types.is_string(arrow_type):
+            arrays.append(_strings(values))
+        else:
+            arrays.append(pa.array(values, arrow_type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def earlier_values_as_text(array: pa.Array, before: ColumnType) -> pa.Array:
+    """What a column held before a SCHEMA turned it into text, as text: numbers as the JSON
+    text of their value (integers without a fraction), booleans ``true`` / ``false``, dates
+    and date-times as the converters write them (ISO, date-times in UTC to the microsecond)."""
+    if pa.types.is_timestamp(array.type):
+        return pc.strftime(array, format="%Y-%m-%dT%H:%M:%S")
+    if pa.types.is_date(array.type):
+        return array.cast(pa.string())
+    if before is ColumnType.BOOLEAN:
+        return pa.array([None if v is None else ("true" if v else "false")
+                         for v in array.to_pylist()], pa.string())
+    if before is ColumnType.INTEGER:
+        return pa.array([None if v is None else str(int(v)) for v in array.to_pylist()],
+                        pa.string())
+    return pa.array([conversions.text(v) for v in array.to_pylist()], pa.string())
 
 
 class SpssFileWriter:
@@ -112,7 +148,7 @@ class SpssFileWriter:
         self.path = Path(path)
         self.columns = list(columns)
         self.variables = spss_variables(self.columns)
-        self.schema = pa.schema([(v.name, _arrow_type(v)) for v in self.variables])
+        self.schema = spss_schema(self.columns)
         self._writer = readstat_arrow.SavWriter(
             self.path,
             self.schema,
@@ -143,21 +179,15 @@ class SpssFileWriter:
     def rows_written(self) -> int:
         return self._writer.rows_written
 
-    def write_batch(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Append rows (each a list of converted values in column order)."""
-        if not rows:
-            return
-        arrays = []
-        for variable, arrow_type, values in zip(
-            self.variables, self.schema.types, zip(*rows, strict=True), strict=True
-        ):
-            if variable.kind in ("date", "datetime"):
-                arrays.append(_temporal(values, arrow_type))
-            elif variable.is_string:
-                arrays.append(_strings(values))
-            else:
-                arrays.append(pa.array(values, arrow_type))
-        self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+    def write_batch(self, rows: pa.RecordBatch | Sequence[Sequence[Any]]) -> None:
+        """Append a record batch of :attr:`schema`, or rows (each a sequence of converted
+        values in column order)."""
+        if not isinstance(rows, pa.RecordBatch):
+            if not rows:
+                return
+            rows = spss_record_batch(self.schema, rows)
+        if rows.num_rows:
+            self._writer.write_batch(rows)
 
     def close(self) -> None:
         """Finish the file (ReadStat fails if fewer rows came than the header holds)."""
@@ -173,7 +203,7 @@ def write_spss_file(
     path: Path | str,
     columns: Sequence[Column],
     facts: HeaderFacts,
-    batches: Iterable[Sequence[Sequence[Any]]],
+    batches: Iterable[pa.RecordBatch | Sequence[Sequence[Any]]],
     *,
     compression: Compression = "zlib",
 ) -> Path:
@@ -191,8 +221,9 @@ def write_spss_file(
 
 
 class SpssWriter(SpooledWriter):
-    """The core's format-writer interface for a .zsav file: rows are spooled (counted and
-    measured) while the stream runs, then written from the spool by :func:`write_spss_file`."""
+    """The core's format-writer interface for a .zsav file: each batch of rows becomes an
+    Arrow record batch on the packer thread and is spooled (counted and measured); at the
+    end :func:`write_spss_file` hands the spooled batches to readstat-arrow as they are."""
 
     suffix: ClassVar[str] = ".zsav"
     media_type: ClassVar[str] = "application/x-spss-sav"
@@ -200,29 +231,45 @@ class SpssWriter(SpooledWriter):
 
     def __init__(self, path: Path, columns: Sequence[Column]) -> None:
         super().__init__(path, columns)
-        self._retyped: set[int] = set()
-        """Columns a SCHEMA change turned into text: earlier rows hold numbers there."""
+        self._retyped: dict[int, ColumnType] = {}
+        """Columns a SCHEMA change turned into text -> their type before: earlier batches
+        hold values of that type there."""
 
     @classmethod
     def converter_for(cls, column: Column) -> Converter | None:
         return converter_for(column)
 
+    def arrow_schema(self, columns: Sequence[Column]) -> pa.Schema:
+        return spss_schema(columns)
+
+    def record_batch(self, rows: Sequence[Sequence[Any]]) -> pa.RecordBatch:
+        return spss_record_batch(self.spool.schema, rows)
+
     def extend(self, columns: Sequence[Column]) -> bool:
-        self._retyped |= {i for i, (old, new) in enumerate(zip(self.columns, columns,
-                                                                 strict=False))
-                          if not is_string_column(old) and is_string_column(new)}
+        for i, (old, new) in enumerate(zip(self.columns, columns, strict=False)):
+            if not is_string_column(old) and is_string_column(new):
+                self._retyped.setdefault(i, old.type)
         return super().extend(columns)
 
-    def write_file(self, path: Path, columns: Sequence[Column], spool: RowSpool) -> None:
+    def _conformed(self, spool: BatchSpool) -> Iterator[pa.RecordBatch]:
+        """The spooled batches with the last schema (earlier ones: see `extend`)."""
+        before = {self.columns[i].name: kind for i, kind in self._retyped.items()}
+
+        def as_text(array: pa.Array, field: pa.Field) -> pa.Array:
+            return earlier_values_as_text(array, before[field.name])
+
+        for batch in spool.batches():
+            yield conform(batch, spool.schema, as_text)
+
+    def write_file(self, path: Path, columns: Sequence[Column], spool: BatchSpool) -> None:
         widths = list(spool.string_widths)
-        if self._retyped:  # the numbers written as text need room too: one more pass
-            for batch in spool.batches():
-                for i in self._retyped:
-                    texts = [conversions.text(row[i]) for row in batch if row[i] is not None]
-                    widths[i] = max([widths[i], *(len(t.encode()) for t in texts)])
+        if self._retyped:  # the earlier values written as text need room too: one more pass
+            for batch in self._conformed(spool):
+                for i, width in enumerate(string_widths(batch)):
+                    widths[i] = max(widths[i], width)
         facts = HeaderFacts.from_widths(spool.rows, columns, widths)
         try:
-            write_spss_file(path, columns, facts, spool.batches(),
+            write_spss_file(path, columns, facts, self._conformed(spool),
                             compression=self.compression)
         except readstat_arrow.errors.ReadstatError as exc:
             raise TargetError(f"writing the SPSS file {path.name} failed: {exc}") from None
