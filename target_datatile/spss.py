@@ -43,6 +43,7 @@ from target_core.spool import BatchSpool, conform, string_widths
 from target_datatile.variables import (
     SpssVariable,
     converter_for,
+    exact_spss_datetime,
     is_string_column,
     spss_variables,
 )
@@ -85,13 +86,23 @@ def spss_schema(columns: Sequence[Column]) -> pa.Schema:
     return pa.schema([(v.name, _arrow_type(v)) for v in spss_variables(columns)])
 
 
-def _temporal(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
-    """ISO strings (what the converters make) cast in one call; date/datetime objects too."""
+def temporal_array(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
+    """ISO text (what the converters make) cast in one call; date/datetime objects too.
+
+    The converters hand over date-times in whatever ISO shape they came, once Python has
+    read them (``variables.spss_datetime``); for a batch with a shape Arrow does not read
+    (a week date, a comma before the fraction, 7 fraction digits) the exact converter
+    rewrites the batch's values first."""
     try:
         strings = pa.array(values, pa.string())
     except (pa.ArrowTypeError, pa.ArrowInvalid):
         return pa.array(values, arrow_type)
-    return strings.cast(arrow_type)
+    try:
+        return strings.cast(arrow_type)
+    except pa.ArrowInvalid:
+        exact = exact_spss_datetime if pa.types.is_timestamp(arrow_type) else \
+            conversions.date_text
+        return pa.array([exact(v) for v in values], pa.string()).cast(arrow_type)
 
 
 def _strings(values: Sequence[Any]) -> pa.Array:
@@ -108,7 +119,7 @@ def spss_record_batch(schema: pa.Schema, rows: Sequence[Sequence[Any]]) -> pa.Re
     arrays = []
     for arrow_type, values in zip(schema.types, zip(*rows, strict=True), strict=True):
         if pa.types.is_temporal(arrow_type):
-            arrays.append(_temporal(values, arrow_type))
+            arrays.append(temporal_array(values, arrow_type))
         elif pa.types.is_string(arrow_type):
             arrays.append(_strings(values))
         else:

@@ -158,6 +158,7 @@ _SHORT_TEXT = MAX_STRING_BYTES // 4
 _fromisoformat = dt.datetime.fromisoformat
 _isinf = math.isinf
 _dumps = conversions.dumps
+_decode_float = msgspec.json.Decoder(float).decode
 
 
 _TOO_LARGE = "is too large for an SPSS numeric variable (a double)"
@@ -172,7 +173,10 @@ def spss_number(value: Any) -> float | None:
     (None, a stream map's float or Decimal, a wrong type) goes through ``number_float``."""
     kind = type(value)
     if kind is Raw:
-        number = float(value)  # Raw is a buffer of the number's JSON text
+        try:
+            number = _decode_float(value)  # the JSON text, parsed in C (4x float(value))
+        except msgspec.ValidationError:  # beyond a double: "Number out of range"
+            raise ValueError(_TOO_LARGE) from None
     elif kind is int:
         try:
             number = float(value)
@@ -226,11 +230,12 @@ def exact_spss_datetime(value: Any) -> str | None:
 def spss_datetime(value: Any) -> str | None:
     """A date-time as UTC text without an offset (see :func:`exact_spss_datetime`).
 
-    The common shapes, ``YYYY-MM-DDTHH:MM:SS`` with up to 6 fraction digits, naive or
-    ending in ``Z`` or ``+00:00``, are checked by ``datetime.fromisoformat`` (it raises
-    for a month 13 or a 30 February, as the exact path does) and then only cut: Arrow reads
-    that text to the same microsecond as the exact path's. Every other shape, an offset
-    other than UTC, and year 9999 (its last millisecond is clamped) take the exact path.
+    The text is checked by ``datetime.fromisoformat`` (it raises for a month 13 or a 30
+    February, as the exact path does). A naive one is returned as it is, a UTC one without
+    its ``Z`` / ``+00:00``: Arrow reads that text in C, to the same microsecond as the
+    exact path's text (``spss.temporal_array``; a shape Arrow does not read, such as a
+    week date, is converted there by the exact path). Any other offset, and year 9999 (its
+    last millisecond is clamped), take the exact path here.
     """
     if value is None:
         return None
@@ -238,19 +243,15 @@ def spss_datetime(value: Any) -> str | None:
         parsed = _fromisoformat(value)
     except (TypeError, ValueError):
         return exact_spss_datetime(value)
-    zone = parsed.tzinfo
-    if zone is None:
-        core = value
-    elif zone is _UTC and value[-1:] == "Z":
-        core = value[:-1]
-    elif zone is _UTC and value[-6:] == "+00:00":
-        core = value[:-6]
-    else:
-        return exact_spss_datetime(parsed)
-    size = len(core)
-    if (size == 19 or (21 <= size <= 26 and core[19] == ".")) and core[10] == "T" \
-            and core[4] == core[7] == "-" and core[13] == core[16] == ":" and core < "9999":
-        return core
+    if value < "9999":
+        zone = parsed.tzinfo
+        if zone is None:
+            return value
+        if zone is _UTC:
+            if value[-6:] == "+00:00":
+                return value[:-6]
+            if value[-1] == "Z":
+                return value[:-1]
     return exact_spss_datetime(parsed)
 
 

@@ -18,7 +18,13 @@ from hypothesis import strategies as st
 
 from target_core import conversions
 from target_core.columns import Column, ColumnType
-from target_datatile.spss import HeaderFacts, SavWriter, SpssFileWriter, write_spss_file
+from target_datatile.spss import (
+    HeaderFacts,
+    SavWriter,
+    SpssFileWriter,
+    temporal_array,
+    write_spss_file,
+)
 from target_datatile.variables import (
     MAX_NAME_BYTES,
     RESERVED_WORDS,
@@ -107,7 +113,7 @@ def test_value_converters() -> None:
     with pytest.raises(ValueError):
         spss_boolean(1)
     assert spss_datetime("2024-01-02T03:04:05.5+01:00") == "2024-01-02T02:04:05.500000"
-    assert spss_datetime("2024-01-02T03:04:05Z") == "2024-01-02T03:04:05"  # sliced
+    assert spss_datetime("2024-01-02T03:04:05Z") == "2024-01-02T03:04:05"  # cut
     assert spss_datetime("9999-12-31T23:59:59.999999Z") == "9999-12-31T23:59:59.999000"
     with pytest.raises(ValueError, match="ISO 8601"):
         spss_datetime("yesterday")
@@ -240,7 +246,7 @@ def test_a_whole_file_from_batches_and_no_file_when_a_batch_fails(tmp_path: Path
 # fast paths of the converters: the same result as the exact path -------------------------
 def _as_instant(text: str | None) -> object:
     """What the writer makes of a converter's date-time text (Arrow's cast, in C)."""
-    return pa.array([text], pa.string()).cast(pa.timestamp("us"))[0].as_py()
+    return temporal_array([text], pa.timestamp("us"))[0].as_py()
 
 
 def _outcome(convert: Callable[[Any], Any], value: Any) -> tuple[str, object]:
@@ -253,19 +259,30 @@ def _outcome(convert: Callable[[Any], Any], value: Any) -> tuple[str, object]:
 datetimes = st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30))
 
 
-@given(datetimes, st.integers(0, 7), st.sampled_from(["", "Z", "+00:00", "-00:00", "+01:00",
-                                                      "-23:59", "z"]),
-       st.sampled_from(["T", " "]))
-@example(dt.datetime(9999, 12, 31, 23, 59, 59, 999999), 6, "Z", "T")
-@example(dt.datetime(9999, 12, 31, 23, 59, 59, 999999), 4, "", "T")
-@example(dt.datetime(1, 1, 1), 0, "+01:00", "T")
-@example(dt.datetime(999, 3, 4, 5, 6, 7, 80000), 2, "+00:00", "T")
-def test_sliced_date_times_land_on_the_exact_paths_instant(
-        moment: dt.datetime, digits: int, zone: str, separator: str) -> None:
-    text = moment.isoformat(separator, timespec="seconds")
-    if digits:
-        text += "." + f"{moment.microsecond:06d}{moment.microsecond % 10}"[:digits]
-    text += zone
+@st.composite
+def iso_shapes(draw: st.DrawFn) -> str:
+    """Date-times in the shapes Python's fromisoformat reads, and some it does not."""
+    moment = draw(datetimes)
+    date = draw(st.sampled_from([moment.strftime("%Y-%m-%d").zfill(10),
+                                 f"{moment.year:04d}{moment.month:02d}{moment.day:02d}",
+                                 "{:04d}-W{:02d}-{}".format(*moment.isocalendar())]))
+    time = draw(st.sampled_from(["", f"{moment.hour:02d}", f"{moment:%H:%M}",
+                                 f"{moment:%H:%M:%S}", f"{moment:%H%M%S}"]))
+    digits = draw(st.integers(0, 9)) if time.count(":") == 2 else 0
+    fraction = draw(st.sampled_from([".", ","])) + f"{moment.microsecond:06d}123"[:digits] \
+        if digits else ""
+    zone = draw(st.sampled_from(["", "Z", "+00:00", "-00:00", "+0000", "+00:00:00", "+01:00",
+                                 "-23:59", "z"])) if time else ""
+    separator = draw(st.sampled_from(["T", " "]))
+    return f"{date}{separator}{time}{fraction}{zone}" if time else date
+
+
+@given(iso_shapes())
+@example("9999-12-31T23:59:59.999999Z")
+@example("9999-12-31T23:59:59.9994")
+@example("0001-01-01T00:00:00+01:00")
+@example("0999-03-04T05:06:07.08+00:00")
+def test_date_times_land_on_the_exact_paths_instant(text: str) -> None:
     fast, exact = _outcome(spss_datetime, text), _outcome(exact_spss_datetime, text)
     assert fast[0] == exact[0]
     if fast[0] == "ok":
@@ -307,8 +324,13 @@ def _exact_number(value: Any) -> float | None:
     st.integers(), st.integers(-(10**400), 10**400), st.none(), st.booleans(),
     st.decimals(allow_nan=False, allow_infinity=False).map(
         lambda d: conversions.exact_number(str(d))),
-    st.from_regex(r"\A-?[0-9]{1,400}\.[0-9]{1,30}\Z").map(conversions.exact_number),
+    # what the reader makes of a JSON number with a fraction (JSON: no leading zeros)
+    st.from_regex(r"\A-?(0|[1-9][0-9]{0,400})\.[0-9]{1,30}\Z").map(conversions.exact_number),
     st.floats(allow_nan=False), st.text(max_size=3)))
+@example(conversions.exact_number("9007199254740993.0"))  # halfway between two doubles
+@example(conversions.exact_number("2.4703282292062328e-324"))  # just above half the least
+@example(conversions.exact_number("1.7976931348623158e308"))  # rounds to the largest
+@example(conversions.exact_number("1.7976931348623159e308"))  # rounds to infinity
 def test_spss_number_matches_number_float(value: Any) -> None:
     fast = _outcome(spss_number, value)
     assert fast == _outcome(_exact_number, value)
