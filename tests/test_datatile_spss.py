@@ -22,6 +22,7 @@ from target_datatile.spss import (
     HeaderFacts,
     SavWriter,
     SpssFileWriter,
+    spss_record_batch,
     temporal_array,
     write_spss_file,
 )
@@ -245,8 +246,14 @@ def test_a_whole_file_from_batches_and_no_file_when_a_batch_fails(tmp_path: Path
 
 # fast paths of the converters: the same result as the exact path -------------------------
 def _as_instant(text: str | None) -> object:
-    """What the writer makes of a converter's date-time text (Arrow's cast, in C)."""
-    return temporal_array([text], pa.timestamp("us"))[0].as_py()
+    """What the writer makes of a converter's date-time text (Arrow's cast, in C), in a
+    batch of its own and in a batch next to a value of the common shape."""
+    schema = pa.schema([("t", pa.timestamp("us"))])
+    alone = spss_record_batch(schema, [(text,)]).column(0)[0].as_py()
+    batch = spss_record_batch(schema, [("2024-01-01T00:00:00", ), (text,)])
+    assert batch.column(0)[1].as_py() == alone
+    assert temporal_array([text], pa.timestamp("us"))[0].as_py() == alone
+    return alone
 
 
 def _outcome(convert: Callable[[Any], Any], value: Any) -> tuple[str, object]:
