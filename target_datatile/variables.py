@@ -159,18 +159,21 @@ _fromisoformat = dt.datetime.fromisoformat
 _isinf = math.isinf
 _dumps = conversions.dumps
 _decode_float = msgspec.json.Decoder(float).decode
+_EXACT_INT = 2**53
+"""Integers up to this size are exact as doubles (and Arrow converts them without a word)."""
 
 
 _TOO_LARGE = "is too large for an SPSS numeric variable (a double)"
 
 
-def spss_number(value: Any) -> float | None:
+def spss_number(value: Any) -> float | int | None:
     """A double (``conversions.number_float``: the reader's exact numbers, Raw, become
     floats here and only here): every SPSS numeric is a double, so an integer above 2**53
     loses its last digits, and a number beyond a double's range is refused.
 
-    The reader's two kinds of number (Raw text, int) are converted inline; anything else
-    (None, a stream map's float or Decimal, a wrong type) goes through ``number_float``."""
+    The reader's two kinds of number (Raw text, int) are converted inline (an integer a
+    double holds exactly is left for Arrow to convert); anything else (None, a stream
+    map's float or Decimal, a wrong type) goes through ``number_float``."""
     kind = type(value)
     if kind is Raw:
         try:
@@ -178,6 +181,8 @@ def spss_number(value: Any) -> float | None:
         except msgspec.ValidationError:  # beyond a double: "Number out of range"
             raise ValueError(_TOO_LARGE) from None
     elif kind is int:
+        if -_EXACT_INT <= value <= _EXACT_INT:
+            return value  # Arrow makes it the same double in C
         try:
             number = float(value)
         except OverflowError:
@@ -196,13 +201,13 @@ def spss_number(value: Any) -> float | None:
     return number
 
 
-def spss_boolean(value: Any) -> int | None:
+def spss_boolean(value: Any) -> bool | None:
     """0 / 1, labelled ``false`` / ``true`` in the file."""
     if value is None:
         return None
     if type(value) is not bool:
         raise ValueError("must be a boolean")
-    return int(value)
+    return value  # Arrow writes it as 0 / 1 to the numeric variable
 
 
 def exact_spss_datetime(value: Any) -> str | None:

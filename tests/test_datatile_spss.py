@@ -103,7 +103,11 @@ def test_the_label_keeps_the_original_name_within_what_spss_holds() -> None:
 
 # values ------------------------------------------------------------------------------------
 def test_value_converters() -> None:
-    assert spss_number(3) == 3.0 and type(spss_number(3)) is float
+    assert spss_number(3) == 3 and spss_number(2**53 + 1) == float(2**53 + 1)
+    numeric = pa.schema([("n", pa.float64())])
+    assert spss_record_batch(numeric, [(spss_number(3),), (spss_number(-(2**53)),),
+                                       (spss_boolean(True),)]).column(0).to_pylist() == [
+        3.0, -(2.0**53), 1.0]
     assert spss_number(None) is None
     assert spss_number(2**70) == float(2**70)
     with pytest.raises(ValueError, match="too large"):
