@@ -231,7 +231,7 @@ class SpooledWriter(FormatWriter):
     @abc.abstractmethod
     def write_file(self, path: Path, columns: Sequence[Column], spool: BatchSpool) -> None:
         """Write the real file from `spool.batches()` (each batch with the schema it was
-        spooled with: `spool.conform` brings it to the last one)."""
+        spooled with: `target_core.spool.conform` brings it to the last one)."""
 
     def discard(self) -> None:
         self.spool.discard()
