@@ -8,8 +8,8 @@ microseconds, JSON text, nulls everywhere) goes through the path the target take
 
 - ``readstat-arrow``: records converted (``target_datatile.variables``) and handed in
   chunks of ``--chunk`` rows to the target's writer (``target_datatile.spss.SpssWriter``),
-  which spools them (``target_core.spool.RowSpool`` counts and measures) and then writes the
-  file from the spool with readstat-arrow.
+  which spools them as Arrow batches (``target_core.spool.BatchSpool`` counts and measures)
+  and then writes the file from the spool with readstat-arrow.
 - ``pyreadstat``: the same converted rows kept in memory, one pandas data frame, then
   ``pyreadstat.write_sav(compress=True)``. pyreadstat needs pandas (or polars) to write,
   which the project does not install: give a Python that has pandas, pyreadstat and
@@ -197,6 +197,8 @@ def verify(path: Path, count: int, chunk: int = 200_000) -> str:
         for got_row in zip(*columns, strict=True):
             want_row = next(expected_rows)
             for v, got, want in zip(spss, got_row, want_row, strict=True):
+                if isinstance(want, bytes):  # JSON text, as msgspec's UTF-8 bytes
+                    want = want.decode()
                 if v.is_string and want:
                     widths[v.name] = max(widths[v.name], len(want.encode()))
                 if not _same(got, _expected(want, v.kind), v.kind):

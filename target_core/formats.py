@@ -21,8 +21,9 @@ How a format plugs in (CSV here, Parquet in `parquet.py`; SPSS comes with its pl
 - `finish()`: complete the file and return its path. `discard()`: remove what exists.
 
 Formats that need the whole stream before the first byte (SPSS writes the row count and
-every string's width in its header) subclass `SpooledWriter`: rows go to a `RowSpool`,
-which measures both, and `write_file` builds the real file from the spool in batches.
+every string's width in its header) subclass `SpooledWriter`: each batch of rows becomes
+one Arrow record batch (`record_batch`), a `spool.BatchSpool` keeps it on disk and measures
+both, and `write_file` builds the real file from the spool's batches.
 """
 
 from __future__ import annotations
@@ -33,12 +34,16 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from target_core import conversions
 from target_core.columns import Column, ColumnType
 from target_core.rows import Converter
-from target_core.spool import RowSpool
+
+if TYPE_CHECKING:  # pyarrow is loaded only by formats that spool (target_core.spool)
+    import pyarrow as pa
+
+    from target_core.spool import BatchSpool
 
 Row = Sequence[Any]
 
@@ -170,23 +175,45 @@ class CsvWriter(FormatWriter):
 
 
 class SpooledWriter(FormatWriter):
-    """A format that needs the whole stream first: rows go to a `RowSpool`, then
-    `write_file` writes the real file from it in batches (bounded memory).
+    """A format that needs the whole stream first: rows go to a `BatchSpool` as Arrow
+    record batches, then `write_file` writes the real file from it in batches (bounded
+    memory).
 
-    The spool counts the rows and measures each column's longest string in UTF-8 bytes
-    (`spool.rows`, `spool.string_widths`): what an SPSS header needs before any data.
+    The spool counts the rows and measures each string column's longest value in UTF-8
+    bytes (`spool.rows`, `spool.string_widths`): what an SPSS header needs before any data.
+    A subclass says which Arrow type each column is spooled as (`arrow_schema`) and may
+    build the columns itself (`record_batch`; by default `pyarrow.array` per column, one C
+    call each, no Python work per value).
     """
 
     def __init__(self, path: Path, columns: Sequence[Column]) -> None:
         super().__init__(path, columns)
-        self.spool = RowSpool(self.path.with_name(self.path.name + ".spool"), len(self.columns))
+        from target_core.spool import BatchSpool
+
+        self.spool: BatchSpool = BatchSpool(self.path.with_name(self.path.name + ".spool"),
+                                            self.arrow_schema(self.columns))
+
+    @abc.abstractmethod
+    def arrow_schema(self, columns: Sequence[Column]) -> pa.Schema:
+        """The Arrow field each column's converted values are spooled as."""
+
+    def record_batch(self, rows: Sequence[Row]) -> pa.RecordBatch:
+        """Rows (one value per column of `self.columns`) as one batch of `spool.schema`."""
+        import pyarrow as pa
+
+        schema = self.spool.schema
+        return pa.RecordBatch.from_arrays(
+            [pa.array(values, field.type)
+             for field, values in zip(schema, zip(*rows, strict=True), strict=True)],
+            schema=schema)
 
     def write_rows(self, rows: Sequence[Row]) -> None:
-        self.spool.write(rows)
-        self.rows += len(rows)
+        if rows:
+            self.spool.write(self.record_batch(rows))
+            self.rows += len(rows)
 
     def extend(self, columns: Sequence[Column]) -> bool:
-        self.spool.widen(len(columns))
+        self.spool.change_schema(self.arrow_schema(columns))
         return super().extend(columns)
 
     @property
@@ -202,10 +229,10 @@ class SpooledWriter(FormatWriter):
         return self.path
 
     @abc.abstractmethod
-    def write_file(self, path: Path, columns: Sequence[Column], spool: RowSpool) -> None:
-        """Write the real file from `spool.batches()` (each row padded to `len(columns)`)."""
+    def write_file(self, path: Path, columns: Sequence[Column], spool: BatchSpool) -> None:
+        """Write the real file from `spool.batches()` (each batch with the schema it was
+        spooled with: `target_core.spool.conform` brings it to the last one)."""
 
     def discard(self) -> None:
         self.spool.discard()
         super().discard()
-

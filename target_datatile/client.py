@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 PLATFORM = "DataTile"
 ACTIONS = ("create", "reload", "append")
+FIRST_POLL_PAUSE = 0.05
+"""Seconds before the second poll of a job; each later pause is 1.5 times the one before,
+up to ``poll_interval`` (about 11 polls before the pauses reach 5 s)."""
 CONTENT_TYPES = {".zsav": "application/x-spss-sav", ".sav": "application/x-spss-sav",
                  ".csv": "text/csv"}
 
@@ -165,7 +168,12 @@ class DataTileClient:
         )
 
     def wait_for_job(self, job_id: str, *, poll_interval: float, timeout: float) -> Job:
-        """Poll until the job succeeds; raises on failure or after ``timeout`` seconds."""
+        """Poll until the job succeeds; raises on failure or after ``timeout`` seconds.
+
+        The first poll comes right away and the next ones soon after (``FIRST_POLL_PAUSE``,
+        then half as long again each time) up to ``poll_interval``: a small file's job ends
+        in a fraction of a second, and waiting a whole interval for it would be most of a
+        short run's time; a long job is still polled every ``poll_interval`` seconds."""
         deadline = self._clock() + timeout
         last_state = ["not yet reported"]
 
@@ -189,7 +197,7 @@ class DataTileClient:
         # the deadline is checked after each answer: poll's own timeout is only a backstop
         return poll(check, what=f"{PLATFORM} processing job {job_id}",
                     timeout=timeout + 2 * poll_interval + self.session.timeout,
-                    interval=poll_interval, max_interval=poll_interval,
+                    interval=min(FIRST_POLL_PAUSE, poll_interval), max_interval=poll_interval,
                     sleep=self._sleep, clock=self._clock)
 
     # errors -------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from target_core import conversions
 from target_core.columns import Column, ColumnType, columns_from_schema, unique_names
 
@@ -148,34 +150,70 @@ def is_string_column(column: Column) -> bool:
 
 # values ------------------------------------------------------------------------------------
 Converter = Callable[[Any], Any]
+Raw = msgspec.Raw
 _UTC = dt.UTC
 _LAST_INSTANT = "9999-12-31T23:59:59.999000"
+_SHORT_TEXT = MAX_STRING_BYTES // 4
+"""Characters a text may have without being measured: each is at most 4 UTF-8 bytes."""
+_fromisoformat = dt.datetime.fromisoformat
+_isinf = math.isinf
+_dumps = conversions.dumps
+_decode_float = msgspec.json.Decoder(float).decode
+_EXACT_INT = 2**53
+"""Integers up to this size are exact as doubles (and Arrow converts them without a word)."""
 
 
-def spss_number(value: Any) -> float | None:
+_TOO_LARGE = "is too large for an SPSS numeric variable (a double)"
+
+
+def spss_number(value: Any) -> float | int | None:
     """A double (``conversions.number_float``: the reader's exact numbers, Raw, become
     floats here and only here): every SPSS numeric is a double, so an integer above 2**53
-    loses its last digits, and a number beyond a double's range is refused."""
-    try:
-        number = conversions.number_float(value)
-    except OverflowError:
-        raise ValueError("is too large for an SPSS numeric variable (a double)") from None
-    if number is not None and math.isinf(number):
-        raise ValueError("is too large for an SPSS numeric variable (a double)")
+    loses its last digits, and a number beyond a double's range is refused.
+
+    The reader's two kinds of number (Raw text, int) are converted inline (an integer a
+    double holds exactly is left for Arrow to convert); anything else (None, a stream
+    map's float or Decimal, a wrong type) goes through ``number_float``."""
+    kind = type(value)
+    if kind is Raw:
+        try:
+            number = _decode_float(value)  # the JSON text, parsed in C (4x float(value))
+        except msgspec.ValidationError:  # beyond a double: "Number out of range"
+            raise ValueError(_TOO_LARGE) from None
+    elif kind is int:
+        if -_EXACT_INT <= value <= _EXACT_INT:
+            return value  # Arrow makes it the same double in C
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ValueError(_TOO_LARGE) from None
+    elif value is None:
+        return None
+    else:
+        try:
+            number = conversions.number_float(value)
+        except OverflowError:
+            raise ValueError(_TOO_LARGE) from None
+        if number is None:
+            return None
+    if _isinf(number):
+        raise ValueError(_TOO_LARGE)
     return number
 
 
-def spss_boolean(value: Any) -> int | None:
+def spss_boolean(value: Any) -> bool | None:
     """0 / 1, labelled ``false`` / ``true`` in the file."""
     if value is None:
         return None
     if type(value) is not bool:
         raise ValueError("must be a boolean")
-    return int(value)
+    return value  # Arrow writes it as 0 / 1 to the numeric variable
 
 
-def spss_datetime(value: Any) -> str | None:
-    """``YYYY-MM-DDTHH:MM:SS.ffffff`` in UTC (naive values are taken as UTC).
+def exact_spss_datetime(value: Any) -> str | None:
+    """``YYYY-MM-DDTHH:MM:SS.ffffff`` in UTC (naive values are taken as UTC), for any
+    date-time :func:`target_core.conversions.parse_datetime` reads (and a stream map's
+    datetime objects); what :func:`spss_datetime` does for the shapes it does not slice.
 
     The writer reads this form in one vectorised cast. SPSS keeps seconds in a double, so
     the last microsecond digits round (about 2 us near today, 30 us near year 9999); an
@@ -194,6 +232,34 @@ def spss_datetime(value: Any) -> str | None:
     return _LAST_INSTANT if text > _LAST_INSTANT else text
 
 
+def spss_datetime(value: Any) -> str | None:
+    """A date-time as UTC text without an offset (see :func:`exact_spss_datetime`).
+
+    The text is checked by ``datetime.fromisoformat`` (it raises for a month 13 or a 30
+    February, as the exact path does). A naive one is returned as it is, a UTC one without
+    its ``Z`` / ``+00:00``: Arrow reads that text in C, to the same microsecond as the
+    exact path's text (``spss.temporal_array``; a shape Arrow does not read, such as a
+    week date, is converted there by the exact path). Any other offset, and year 9999 (its
+    last millisecond is clamped), take the exact path here.
+    """
+    if value is None:
+        return None
+    try:
+        parsed = _fromisoformat(value)
+    except (TypeError, ValueError):
+        return exact_spss_datetime(value)
+    if value < "9999":
+        zone = parsed.tzinfo
+        if zone is None:
+            return value
+        if zone is _UTC:
+            if value[-6:] == "+00:00":
+                return value[:-6]
+            if value[-1] == "Z":
+                return value[:-1]
+    return exact_spss_datetime(parsed)
+
+
 def _fits(text: str | None) -> str | None:
     """The text as an SPSS string holds it: NUL characters dropped (ReadStat writes C
     strings: a NUL would silently cut the value there), at most 32,767 UTF-8 bytes."""
@@ -202,23 +268,37 @@ def _fits(text: str | None) -> str | None:
     if "\x00" in text:
         text = text.replace("\x00", "")
     # a character is at most 4 UTF-8 bytes: only long texts need encoding to be measured
-    if len(text) > MAX_STRING_BYTES // 4:
+    if len(text) > _SHORT_TEXT:
         size = len(text.encode())
         if size > MAX_STRING_BYTES:
-            raise ValueError(f"is {size} bytes of text; an SPSS string variable holds at most "
-                             f"{MAX_STRING_BYTES} bytes")
+            raise ValueError(_too_long(size))
     return text
+
+
+def _too_long(size: int) -> str:
+    return (f"is {size} bytes of text; an SPSS string variable holds at most "
+            f"{MAX_STRING_BYTES} bytes")
 
 
 def spss_text(value: Any) -> str | None:
     """Text (other JSON values as JSON text), refused over SPSS's 32,767 bytes: the row
-    encoder turns the refusal into an error naming the stream, line and field."""
+    encoder turns the refusal into an error naming the stream, line and field. A short
+    string without NUL (the common case) is returned as it is, unmeasured."""
+    if type(value) is str and len(value) <= _SHORT_TEXT and "\x00" not in value:
+        return value
     return _fits(conversions.text(value))
 
 
-def spss_json(value: Any) -> str | None:
-    """Objects and arrays as compact JSON text, within SPSS's 32,767 bytes."""
-    return _fits(conversions.json_text(value))
+def spss_json(value: Any) -> bytes | None:
+    """Objects and arrays as compact JSON text, within SPSS's 32,767 bytes. The UTF-8
+    bytes as msgspec makes them (Arrow takes them for a string column as they are); JSON
+    text holds no NUL (it is escaped as ``\\u0000``)."""
+    if value is None:
+        return None
+    data = _dumps(value)
+    if len(data) > MAX_STRING_BYTES:
+        raise ValueError(_too_long(len(data)))
+    return data
 
 
 _CONVERTERS: dict[ColumnType, Converter] = {

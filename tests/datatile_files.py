@@ -5,8 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from target_core.spool import utf8_widths
-from target_datatile.spss import Compression, HeaderFacts, SpssFileWriter
+from target_core.spool import string_widths
+from target_datatile.spss import (
+    Compression,
+    HeaderFacts,
+    SpssFileWriter,
+    spss_record_batch,
+    spss_schema,
+)
 from target_datatile.variables import converter_for, datatile_columns
 
 PEOPLE_SCHEMA: dict[str, Any] = {
@@ -32,13 +38,14 @@ PEOPLE = [
 
 def write_spss(path: Path, schema: dict[str, Any], records: list[dict[str, Any]],
                compression: Compression = "zlib", batch_rows: int = 2) -> Path:
-    """Records -> converted rows -> measured (as the core's spool does) -> written in
-    batches of `batch_rows`."""
+    """Records -> converted rows -> an Arrow batch measured as the core's spool does ->
+    written in batches of `batch_rows`."""
     columns = datatile_columns(schema, ["id"])
     converters = [converter_for(column) for column in columns]
     rows = [[convert(record.get(column.source)) for convert, column in
              zip(converters, columns, strict=True)] for record in records]
-    facts = HeaderFacts.from_widths(len(rows), columns, utf8_widths(rows, len(columns)))
+    widths = string_widths(spss_record_batch(spss_schema(columns), rows))
+    facts = HeaderFacts.from_widths(len(rows), columns, widths)
     writer = SpssFileWriter(path, columns, facts, compression=compression)
     for start in range(0, len(rows), batch_rows):
         writer.write_batch(rows[start:start + batch_rows])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -98,6 +99,31 @@ def test_a_job_that_does_not_finish_in_time(client: DataTileClient, people: Path
     job_id = client.upload("reload", SANDBOX_DATABASE, people)
     with pytest.raises(TargetError, match=r"did not finish within 0.3 s .*processing_timeout"):
         client.wait_for_job(job_id, poll_interval=0.05, timeout=0.3)
+
+
+def test_polls_come_soon_after_the_upload_then_back_off_to_the_interval(
+        server: SandboxServer, people: Path, emulator: DataTileEmulator) -> None:
+    emulator.settings.processing_seconds = 3600.0  # never ends while this test looks
+    pauses: list[float] = []
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        clock[0] += seconds
+
+    session = make_client(server).session
+    client = DataTileClient(session, sleep=sleep, clock=lambda: clock[0])
+    job_id = client.upload("reload", SANDBOX_DATABASE, people)
+    with pytest.raises(TargetError, match="did not finish within 10 s"):
+        client.wait_for_job(job_id, poll_interval=2.0, timeout=10)
+    assert pauses[:4] == pytest.approx([0.05, 0.075, 0.1125, 0.16875])
+    assert max(pauses) == 2.0 and pauses[-2:] == [2.0, 2.0]
+    assert all(b >= a for a, b in itertools.pairwise(pauses))
+    short = DataTileClient(session, sleep=sleep, clock=lambda: clock[0])
+    pauses.clear()
+    with pytest.raises(TargetError):
+        short.wait_for_job(job_id, poll_interval=0.01, timeout=0.05)
+    assert set(pauses) == {0.01}, "an interval below the first pause is used as it is"
 
 
 def test_a_busy_destination_is_waited_out(client: DataTileClient, people: Path,

@@ -197,6 +197,26 @@ def test_a_string_at_the_spss_limit_lands_and_one_byte_more_is_a_clear_error(
     assert len(uploads(sandbox)) == 1, "nothing uploaded from the failed run"
 
 
+def test_nul_characters_are_dropped_and_a_long_json_value_is_a_clear_error(
+        tmp_path: Path, sandbox: Sandbox, dt_config: dict) -> None:
+    """ReadStat writes C strings: a NUL would cut the value there, so it is dropped (JSON
+    text escapes it). A JSON value over 32,767 bytes is refused naming line and field."""
+    fields = {"id": {"type": "integer"}, "body": {"type": ["string", "null"]},
+              "doc": {"type": ["object", "null"]}}
+    stream = [schema("items", fields),
+              record("items", {"id": 1, "body": "a\x00b\x00", "doc": {"k": "x\x00y"}}),
+              record("items", {"id": 2, "body": "\x00" * 9000 + "é", "doc": None})]
+    ok = run(tmp_path, dt_config, lines(stream))
+    assert ok.returncode == 0, ok.stderr
+    assert dt_rows(sandbox) == [{"id": 1, "body": "ab", "doc": '{"k":"x\\u0000y"}'},
+                                {"id": 2, "body": "é", "doc": ""}]
+    too_long = run(tmp_path, dt_config, lines([*stream, record("items", {
+        "id": 3, "doc": {"k": "z" * 32_760}})]))
+    assert error_line(too_long, DT_ERROR) == (
+        "line 4: stream 'items': field 'doc' is 32768 bytes of text; an SPSS string "
+        "variable holds at most 32767 bytes")
+
+
 def test_a_schema_change_mid_stream_gives_one_file_with_the_union(
         tmp_path: Path, sandbox: Sandbox, dt_config: dict) -> None:
     wider = {"id": {"type": "integer"}, "label": {"type": ["string", "null"]},

@@ -317,7 +317,7 @@ def test_the_rate_limit_bucket_is_the_token(api: Api, server: SandboxServer) -> 
 
 
 def test_a_job_counts_rows_and_rows_are_read_when_asked_for(api: Api) -> None:
-    """The job reads metadata and one column (what its answer needs); the rows are read into
+    """The job reads metadata and the last row (what its answer needs); the rows are read into
     the database when something first asks for them, then the kept files go."""
     api.load("reload", SANDBOX_DATABASE, api.file("a.zsav", PEOPLE))
     job = api.load("append", SANDBOX_DATABASE, api.file("b.sav", PEOPLE[:1], compression="rows"))
@@ -334,10 +334,13 @@ def test_a_job_counts_rows_and_rows_are_read_when_asked_for(api: Api) -> None:
     assert api.database() == database  # read once, then served from the row file
 
 
-def test_a_file_cut_short_fails_its_job(api: Api) -> None:
-    """Its header (metadata) still reads; its rows do not: the job reads one column to the end."""
-    path = api.file("cut.zsav", PEOPLE * 200)
-    path.write_bytes(path.read_bytes()[:-50])
+@pytest.mark.parametrize(("name", "compression", "cut"), [
+    ("cut.zsav", "zlib", 50), ("cut.sav", "rows", 50), ("cut.sav", "rows", 5000)])
+def test_a_file_cut_short_fails_its_job(api: Api, name: str, compression: str,
+                                        cut: int) -> None:
+    """Its header (metadata) still reads; its rows do not: the job reads to the last row."""
+    path = api.file(name, PEOPLE * 200, compression=compression)
+    path.write_bytes(path.read_bytes()[:-cut])
     job = api.load("reload", SANDBOX_DATABASE, path)
     assert job["status"] == "failed" and "could not be processed" in job["message"]
     assert api.database()["loads"] == 0

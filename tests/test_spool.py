@@ -1,4 +1,4 @@
-"""RowSpool and the format writers: rows go to disk as they come and come back in order,
+"""BatchSpool and the format writers: rows go to disk as they come and come back in order,
 measured for formats that need the whole stream first; memory stays flat."""
 
 from __future__ import annotations
@@ -9,46 +9,67 @@ import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from target_core.columns import Column, ColumnType
 from target_core.formats import CsvWriter, SpooledWriter
-from target_core.spool import RowSpool
+from target_core.spool import BatchSpool, conform
+
+SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("score", pa.float64()),
+                    ("ok", pa.bool_()), ("at", pa.timestamp("us"))])
 
 
-def test_rows_round_trip_in_batches_and_are_measured(tmp_path: Path) -> None:
+def _batch(rows: Sequence[tuple], schema: pa.Schema = SCHEMA) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [pa.array(v, f.type) for f, v in zip(schema, zip(*rows, strict=True), strict=True)],
+        schema=schema)
+
+
+def test_batches_round_trip_in_order_and_are_measured(tmp_path: Path) -> None:
     rows = [(i, f"näme {i}", None if i % 3 else 1.5, True, dt.datetime(2024, 1, 1, 0, 0, i % 60))
             for i in range(5000)]
-    with RowSpool(tmp_path / "s", 5) as spool:
+    with BatchSpool(tmp_path / "s", SCHEMA) as spool:
         for start in range(0, 5000, 1000):
-            spool.write(rows[start:start + 1000])
-        assert spool.rows == 5000
+            spool.write(_batch(rows[start:start + 1000]))
+        assert spool.rows == 5000 and spool.size > 0
         assert spool.string_widths == [0, len("näme 4999".encode()), 0, 0, 0]
         batches = list(spool.batches())
-        assert [len(b) for b in batches] == [1000] * 5
-        assert [tuple(r) for b in batches for r in b] == rows
-        path = spool.path
-    assert not path.exists()  # discarded on exit
+        assert [b.num_rows for b in batches] == [1000] * 5
+        assert [tuple(r.values()) for b in batches for r in b.to_pylist()] == rows
+        segments = spool.segments
+    assert segments and not any(p.exists() for p in segments)  # discarded on exit
 
 
-def test_a_widened_spool_pads_earlier_rows(tmp_path: Path) -> None:
-    spool = RowSpool(tmp_path / "s", 1)
-    spool.write([("a",)])
-    spool.widen(3)
-    spool.write([("b", "ccc", None)])
-    assert spool.string_widths == [1, 3, 0]
-    assert [r for b in spool.batches() for r in b] == [["a", None, None], ["b", "ccc", None]]
+def test_a_schema_change_starts_a_segment_and_conform_pads_and_retypes(tmp_path: Path) -> None:
+    first = pa.schema([("a", pa.string()), ("n", pa.float64())])
+    later = pa.schema([("a", pa.string()), ("n", pa.string()), ("c", pa.string())])
+    spool = BatchSpool(tmp_path / "s", first)
+    spool.write(_batch([("a", 1.5)], first))
+    spool.change_schema(later)
+    spool.write(_batch([("b", "x", "ccc")], later))
+    assert spool.string_widths == [1, 1, 3] and len(spool.segments) == 2
+    seen = [conform(b, spool.schema, lambda array, field: array.cast(field.type))
+            for b in spool.batches()]
+    assert [r for b in seen for r in b.to_pylist()] == [
+        {"a": "a", "n": "1.5", "c": None}, {"a": "b", "n": "x", "c": "ccc"}]
     spool.discard()
+    with pytest.raises(ValueError, match="added at the end"):
+        BatchSpool(tmp_path / "t", later).change_schema(first)
 
 
 def test_spool_memory_does_not_grow_with_rows(tmp_path: Path) -> None:
-    batch = [(1, "x" * 200, 2.5, None, "2024-01-01 00:00:00")] * 1000
-    spool = RowSpool(tmp_path / "s", 5)
+    batch = _batch([(1, "x" * 200, 2.5, None, dt.datetime(2024, 1, 1))] * 1000)
+    spool = BatchSpool(tmp_path / "s", SCHEMA)
     tracemalloc.start()
+    pool = pa.default_memory_pool()
     try:
         for _ in range(200):  # 200k rows, ~45 MB of values
             spool.write(batch)
         _, peak = tracemalloc.get_traced_memory()
+        assert pool.bytes_allocated() < 8 * 1024 * 1024
+        assert spool.size < 10 * 1024 * 1024, "LZ4 compresses the spool"
+        assert sum(b.num_rows for b in spool.batches()) == 200_000
     finally:
         tracemalloc.stop()
         spool.discard()
@@ -56,10 +77,10 @@ def test_spool_memory_does_not_grow_with_rows(tmp_path: Path) -> None:
 
 
 def test_writing_after_close_is_refused(tmp_path: Path) -> None:
-    spool = RowSpool(tmp_path / "s", 1)
+    spool = BatchSpool(tmp_path / "s", SCHEMA)
     spool.close()
     with pytest.raises(ValueError):
-        spool.write([(1,)])
+        spool.write(_batch([(1, "a", 1.0, True, None)]))
     spool.discard()
 
 
@@ -101,11 +122,15 @@ class _LinesWriter(SpooledWriter):
 
     suffix = ".txt"
 
-    def write_file(self, path: Path, columns: Sequence[Column], spool: RowSpool) -> None:
+    def arrow_schema(self, columns: Sequence[Column]) -> pa.Schema:
+        return pa.schema([(c.name, pa.string()) for c in columns])
+
+    def write_file(self, path: Path, columns: Sequence[Column], spool: BatchSpool) -> None:
         with path.open("w") as out:
             out.write(f"{spool.rows} {spool.string_widths}\n")
             for batch in spool.batches():
-                out.writelines(f"{row}\n" for row in batch)
+                batch = conform(batch, spool.schema)
+                out.writelines(f"{list(row.values())}\n" for row in batch.to_pylist())
 
 
 def test_a_spooled_writer_knows_count_and_widths_before_writing(tmp_path: Path) -> None:
@@ -116,4 +141,4 @@ def test_a_spooled_writer_knows_count_and_widths_before_writing(tmp_path: Path) 
     path = writer.finish()
     assert path.read_text().splitlines() == [
         "3 [4, 2]", "['x', None]", "['yyyy', None]", "['é', 'zz']"]
-    assert not writer.spool.path.exists()
+    assert not any(p.exists() for p in writer.spool.segments)
