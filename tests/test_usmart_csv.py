@@ -397,3 +397,25 @@ def test_the_registration_scan_reads_a_big_file_a_chunk_at_a_time(tmp_path: Path
     assert (scanned.rows, scanned.stopped_at_blank_row, scanned.type_conflicts) == (
         5000, 5001, None)  # the fast path ran: the full parse would have counted conflicts
     assert [c["type"] for c in scanned.columns] == ["number", "text", "number"]
+
+
+def _python_says_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+_UTF8_EDGES = [b"", b"plain", b"\xc3\xa9", b"\xe6\x97\xa5", b"\xf0\x9f\x98\x80", b"\xef\xbb\xbf",
+               b"\xff", b"\xc3", b"a\xc3", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80",
+               b"\xed\x9f\xbf", b"\xf4\x8f\xbf\xbf", b"\xf4\x90\x80\x80", b"\xf8\x88\x80\x80\x80",
+               b"\x80", b"\xe6\x97", b"\x00"]
+
+
+@PROPERTY
+@given(data=st.lists(st.sampled_from(_UTF8_EDGES), max_size=6).map(b"".join)
+       | st.binary(max_size=64))
+def test_the_scans_utf8_check_judges_as_pythons_decoder(data: bytes) -> None:
+    """The registration scan checks UTF-8 with Arrow's validator; its verdict is Python's."""
+    assert usmart_sandbox._valid_utf8(data) == _python_says_utf8(data), data
