@@ -49,6 +49,7 @@ from typing import Any, BinaryIO, ClassVar
 from urllib.parse import quote, unquote
 
 import orjson
+import pyarrow as pa
 
 from target_core.sandbox import (
     ApiError,
@@ -329,9 +330,17 @@ def _rest_is_utf8(head: bytes, file: BinaryIO) -> bool:
 
 
 def _valid_utf8(data: bytes) -> bool:
+    """Whether `data` is UTF-8, as Python's strict decoder judges it (overlong forms,
+    surrogates and code points past U+10FFFF refused), checked by Arrow's validator on the
+    bytes in place: 0.012 s instead of 0.063 s for a 45 MB upload (measured), with no str
+    built. tests/test_usmart_csv.py holds the two verdicts together."""
+    if data.isascii():
+        return True
+    offsets = pa.array([0, len(data)], pa.int64()).buffers()[1]
+    binary = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(data)])
     try:
-        data.decode()
-    except UnicodeDecodeError:
+        binary.cast(pa.large_string())
+    except pa.ArrowInvalid:
         return False
     return True
 

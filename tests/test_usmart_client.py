@@ -66,7 +66,7 @@ def stream_file(tmp_path: Path, rows: list[list[Any]]) -> Path:
                Column("code", "code", ColumnType.TEXT, True, False),
                Column("price", "price", ColumnType.NUMBER, True, False)]
     writer = IngestCsvWriter(tmp_path / "orders.csv", columns)
-    writer.write_rows(rows)
+    writer.write_rows([IngestCsvWriter.cells(columns, row) for row in rows])
     return writer.finish()
 
 

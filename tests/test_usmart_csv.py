@@ -99,13 +99,9 @@ def read_back(path: Path) -> tuple[list[str], list[list[tuple[str, bool]]]]:
     return [text for text, _ in header], records  # type: ignore[misc]
 
 
-def converted(columns: Sequence[Column], row: Sequence[Any]) -> list[Any]:
-    """What the sink hands the writer: the reader-thread conversions done."""
-    out = []
-    for col, value in zip(columns, row, strict=True):
-        convert = IngestCsvWriter.converter_for(col)
-        out.append(convert(value) if convert and value is not None else value)
-    return out
+def converted(columns: Sequence[Column], row: Sequence[Any]) -> tuple[str, ...]:
+    """What the sink hands the writer: the reader-thread conversions done (finished cells)."""
+    return IngestCsvWriter.cells(columns, row)
 
 
 def assert_same(kind: ColumnType, value: Any, cell: tuple[str, bool]) -> None:
@@ -204,7 +200,7 @@ def test_schema_change_gives_one_file_with_the_union(
 
 def write(tmp_path: Path, columns: list[Column], rows: list[list[Any]], **options: Any) -> str:
     writer = IngestCsvWriter(tmp_path / "out.csv", columns, **options)
-    writer.write_rows(rows)
+    writer.write_rows([converted(columns, row) for row in rows])
     return writer.finish().read_bytes().decode()
 
 
@@ -221,7 +217,7 @@ def test_a_small_file_byte_for_byte(tmp_path: Path) -> None:
         "id,zip,ratio,ok,tags,at\r\n"
         '2,"0012",0.8,true,"{""a"":[1,""x""]}",2024-03-01T00:30:00Z\r\n'  # most complete first
         "1,,,,,\r\n"
-        '3,"",0.0000001,false,[],\r\n'  # an empty string is "", a null is nothing
+        '3,"",0.0000001,false,"[]",\r\n'  # an empty string is "", a null is nothing
         ",,,,,\r\n"  # all null: still its delimiters, never a blank row
     )
 
@@ -244,15 +240,14 @@ def test_numbers_keep_their_digits_without_exponent_or_bare_point(tmp_path: Path
 
 def test_one_column_nulls_and_empty_strings_are_never_blank_rows(tmp_path: Path) -> None:
     text = write(tmp_path, [column("only", T.TEXT)], [["a"], [None], [""]])
-    assert text == 'only\r\na\r\n""\r\n""\r\n'
+    assert text == 'only\r\n"a"\r\n""\r\n""\r\n'
 
 
-def test_a_value_that_is_not_finite_is_refused(tmp_path: Path) -> None:
-    writer = IngestCsvWriter(tmp_path / "x.csv", [column("n", T.NUMBER)])
-    with pytest.raises(ValueError, match="not a finite number"):
-        writer.write_rows([[float("nan")]])
-        writer.finish()
-    writer.discard()
+def test_a_value_that_is_not_finite_is_refused() -> None:
+    convert = IngestCsvWriter.converter_for(column("n", T.NUMBER))
+    for value in (float("nan"), float("inf"), decimal.Decimal("-Infinity")):
+        with pytest.raises(ValueError, match="must be a finite number"):
+            convert(value)
 
 
 def test_the_first_row_is_the_most_complete_of_the_first_thousand(tmp_path: Path) -> None:
@@ -262,7 +257,7 @@ def test_the_first_row_is_the_most_complete_of_the_first_thousand(tmp_path: Path
     rows[1200] = [1200, "later", 2.5]  # beyond the first 1,000: keeps its place
     writer = IngestCsvWriter(tmp_path / "x.csv", columns)
     for start in range(0, len(rows), 64):
-        writer.write_rows(rows[start:start + 64])
+        writer.write_rows([converted(columns, row) for row in rows[start:start + 64]])
     _, records = read_back(writer.finish())
     ids = [int(record[0][0]) for record in records]
     assert ids == [700, *range(700), *range(701, 1500)]
@@ -272,13 +267,16 @@ def test_the_first_row_is_the_most_complete_of_the_first_thousand(tmp_path: Path
 
 
 def test_a_column_added_after_rows_reached_disk_pads_the_earlier_rows(tmp_path: Path) -> None:
-    writer = IngestCsvWriter(tmp_path / "x.csv", [column("id", T.INTEGER),
-                                                  column("note", T.TEXT)], sample_size=2)
-    writer.write_rows([[1, "multi\r\nline"], [2, 'a "quote"'], [3, None]])
-    writer.extend([column("id", T.INTEGER), column("extra", T.NUMBER)])
-    writer.write_rows([[4, 0.5]])
-    writer.extend([column("more", T.BOOLEAN)])
-    writer.write_rows([[True]])
+    first = [column("id", T.INTEGER), column("note", T.TEXT)]
+    second = [column("id", T.INTEGER), column("extra", T.NUMBER)]
+    third = [column("more", T.BOOLEAN)]
+    writer = IngestCsvWriter(tmp_path / "x.csv", first, sample_size=2)
+    writer.write_rows([converted(first, row)
+                       for row in [[1, "multi\r\nline"], [2, 'a "quote"'], [3, None]]])
+    writer.extend(second)
+    writer.write_rows([converted(second, [4, 0.5])])
+    writer.extend(third)
+    writer.write_rows([converted(third, [True])])
     assert writer.finish().read_bytes().decode() == (
         "id,note,extra,more\r\n"
         '1,"multi\r\nline",,\r\n2,"a ""quote""",,\r\n3,,,\r\n4,,0.5,\r\n,,,true\r\n')
@@ -287,9 +285,9 @@ def test_a_column_added_after_rows_reached_disk_pads_the_earlier_rows(tmp_path: 
 
 def test_discard_leaves_nothing(tmp_path: Path) -> None:
     writer = IngestCsvWriter(tmp_path / "x.csv", [column("id", T.INTEGER)], sample_size=1)
-    writer.write_rows([[1], [2]])
+    writer.write_rows([("1",), ("2",)])
     writer.extend([column("id", T.INTEGER), column("b", T.TEXT)])
-    writer.write_rows([[3, "x"]])
+    writer.write_rows([("3", '"x"')])
     writer.discard()
     assert list(tmp_path.iterdir()) == []
 
@@ -315,7 +313,8 @@ def test_memory_stays_flat_with_stream_length(tmp_path: Path) -> None:
     """Python allocations peak while the 1,000-row sample is held, not as the file grows."""
     columns = [column("id", T.INTEGER), column("name", T.TEXT), column("x", T.NUMBER),
                column("at", T.DATETIME), column("tags", T.JSON)]
-    batch = [[i, f"name {i}", i / 7, "2024-01-02T03:04:05Z", {"i": i}] for i in range(1000)]
+    batch = [converted(columns, [i, f"name {i}", i / 7, "2024-01-02T03:04:05Z", {"i": i}])
+             for i in range(1000)]
     writer = IngestCsvWriter(tmp_path / "big.csv", columns)
     tracemalloc.start()
     try:
@@ -337,20 +336,20 @@ def test_the_format_writer_interface(tmp_path: Path) -> None:
     """What the core's file sink calls: converters, size, extend, finish."""
     assert issubclass(IngestCsvWriter, FormatWriter)
     number, when = column("n", T.NUMBER), column("at", T.DATETIME)
-    raw = msgspec.Raw(b"0.10")
-    assert IngestCsvWriter.converter_for(number)(raw) is raw  # the reader's exact text kept
-    assert bytes(IngestCsvWriter.converter_for(number)(decimal.Decimal("0.10"))) == b"0.10"
-    assert bytes(IngestCsvWriter.converter_for(number)(1e-7)) == b"0.0000001"
+    assert IngestCsvWriter.converter_for(number)(msgspec.Raw(b"0.10")) == "0.10"  # tap's text
+    assert IngestCsvWriter.converter_for(number)(decimal.Decimal("0.10")) == "0.10"
+    assert IngestCsvWriter.converter_for(number)(1e-7) == "0.0000001"
+    assert IngestCsvWriter.converter_for(number)(None) == ""  # a null: an empty field
     with pytest.raises(ValueError, match="must be a number"):
         IngestCsvWriter.converter_for(number)("12")
     assert IngestCsvWriter.converter_for(when)("2024-01-02T03:04:05+01:00") == (
         "2024-01-02T02:04:05Z")
-    assert IngestCsvWriter.converter_for(column("t", T.TEXT)) is None
+    assert IngestCsvWriter.converter_for(column("t", T.TEXT))("12") == '"12"'
     assert (IngestCsvWriter.suffix, IngestCsvWriter.media_type) == (".csv", "text/csv")
     writer = IngestCsvWriter(tmp_path / "x.csv", [number], sample_size=2)
-    writer.write_rows([(1,), (2,), (3,)])
+    writer.write_rows([("1",), ("2",), ("3",)])
     assert writer.extend([number, when]) is True and writer.columns == [number, when]
-    writer.write_rows([(4, "2024-01-02T03:04:05Z")])
+    writer.write_rows([("4", "2024-01-02T03:04:05Z")])
     assert writer.size > 0 and writer.rows == 4
     path = writer.finish()
     assert path.read_bytes() == b"n,at\r\n1,\r\n2,\r\n3,\r\n4,2024-01-02T03:04:05Z\r\n"
@@ -398,3 +397,25 @@ def test_the_registration_scan_reads_a_big_file_a_chunk_at_a_time(tmp_path: Path
     assert (scanned.rows, scanned.stopped_at_blank_row, scanned.type_conflicts) == (
         5000, 5001, None)  # the fast path ran: the full parse would have counted conflicts
     assert [c["type"] for c in scanned.columns] == ["number", "text", "number"]
+
+
+def _python_says_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+_UTF8_EDGES = [b"", b"plain", b"\xc3\xa9", b"\xe6\x97\xa5", b"\xf0\x9f\x98\x80", b"\xef\xbb\xbf",
+               b"\xff", b"\xc3", b"a\xc3", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80",
+               b"\xed\x9f\xbf", b"\xf4\x8f\xbf\xbf", b"\xf4\x90\x80\x80", b"\xf8\x88\x80\x80\x80",
+               b"\x80", b"\xe6\x97", b"\x00"]
+
+
+@PROPERTY
+@given(data=st.lists(st.sampled_from(_UTF8_EDGES), max_size=6).map(b"".join)
+       | st.binary(max_size=64))
+def test_the_scans_utf8_check_judges_as_pythons_decoder(data: bytes) -> None:
+    """The registration scan checks UTF-8 with Arrow's validator; its verdict is Python's."""
+    assert usmart_sandbox._valid_utf8(data) == _python_says_utf8(data), data
