@@ -205,59 +205,69 @@ def stored_layout(load: TableLoad, ours: list[dict[str, Any]],
 #
 # Rows are tuples of converted values (ints, `Raw` numbers, booleans, text, None). The
 # positional JSON of the batch route is one msgspec call for the batch. The CSV text of the
-# CSV route is built column by column with C-level string and list operations (one join,
-# replace and split per column, one join per row), not value by value in Python; where a
-# column holds what these shortcuts cannot handle, `exact_csv_text` (the csv module, value
-# by value) writes the batch instead.
+# CSV route is built column by column with C-level string and list operations (a join, a
+# replace or two and a split per column; then one join of every cell, each cell ending in
+# its `,` or line end), not value by value in Python. Where a column holds what these
+# shortcuts do not cover, `exact_csv_text` (value by value) writes the batch.
 
 _dumps = conversions.dumps
 _SEP = "\x1f"
 """Joins a column's text while its quotes are doubled in one pass (a column holding this
 character itself is quoted value by value instead)."""
 _EMPTY_FOR_NULL = {None: ""}.get
-_UNQUOTED_EMPTY = {'""': ""}.get
-_BOOLEAN_CELL = {True: "true", False: "false", None: ""}.get
+_BOOLEAN_CELLS = {end: {True: "true" + end, False: "false" + end, None: end}.get
+                  for end in (",", "\n")}
 _NUMBER_TYPES = frozenset({int, msgspec.Raw, type(None)})
+_BOOLEAN_TYPES = frozenset({bool, type(None)})
 
 
-def number_cells(values: Sequence[Any]) -> Sequence[str]:
-    """Integers and `Raw` numbers -> their exact text, null -> "": the column's JSON text,
-    cut at its commas (number text holds neither a comma nor `null`)."""
+def number_cells(values: Sequence[Any], end: str) -> list[str]:
+    """Integers and `Raw` numbers -> their exact text, null -> empty: the column's JSON
+    text, cut at its commas (number text holds neither a comma nor `null`)."""
     if not set(map(type, values)) <= _NUMBER_TYPES:
         raise TypeError("not a number column")
     text = _dumps(values).decode()[1:-1]
     if None in values:
         text = text.replace("null", "")
-    return text.split(",")
+    return (text.replace(",", end + _SEP) + end).split(_SEP)
 
 
-def boolean_cells(values: Sequence[Any]) -> Sequence[str]:
-    """`true` / `false`, null -> ""."""
-    if not set(map(type, values)) <= {bool, type(None)}:
+def boolean_cells(values: Sequence[Any], end: str) -> list[str]:
+    """`true` / `false`, null -> empty."""
+    if not set(map(type, values)) <= _BOOLEAN_TYPES:
         raise TypeError("not a boolean column")
-    return list(map(_BOOLEAN_CELL, values))
+    return list(map(_BOOLEAN_CELLS[end], values))
 
 
-def plain_cells(values: Sequence[Any]) -> Sequence[str]:
+def plain_cells(values: Sequence[Any], end: str) -> list[str]:
     """Text that never needs quotes (the dates and date-times the converters write)."""
-    return list(map(_EMPTY_FOR_NULL, values, values)) if None in values else values
+    if None in values:
+        values = list(map(_EMPTY_FOR_NULL, values, values))
+    joined = (end + _SEP).join(values)  # TypeError for a value that is not text
+    if joined.count(_SEP) != len(values) - 1:
+        raise ValueError("the separator is in the text")
+    return (joined + end).split(_SEP)
 
 
-def quoted_cells(values: Sequence[Any]) -> Sequence[str]:
-    """Text -> cells in quotes, quotes inside doubled; null and "" -> an empty cell (the CSV
-    route reads both as NULL, as it reads what the csv module writes for them)."""
+def quoted_cells(values: Sequence[Any], end: str) -> list[str]:
+    """Text -> cells in quotes, quotes inside doubled (quoted, a value keeps its leading and
+    trailing spaces whatever the parser trims); null and "" -> an empty cell (the CSV route
+    reads both as NULL, as it reads what the csv module writes for them)."""
     if None in values:
         values = list(map(_EMPTY_FOR_NULL, values, values))
     joined = _SEP.join(values)  # TypeError for a value that is not text
     if joined.count(_SEP) != len(values) - 1:  # the separator itself is in the text
-        cells = ['"' + value.replace('"', '""') + '"' for value in values]
+        cells = ['"' + value.replace('"', '""') + '"' + end for value in values]
     else:
-        quoted = joined.replace('"', '""').replace(_SEP, '"' + _SEP + '"')
-        cells = f'"{quoted}"'.split(_SEP)
-    return list(map(_UNQUOTED_EMPTY, cells, cells)) if "" in values else cells
+        quoted = joined.replace('"', '""').replace(_SEP, '"' + end + _SEP + '"')
+        cells = f'"{quoted}"{end}'.split(_SEP)
+    if "" in values:
+        empty = {'""' + end: end}.get
+        cells = list(map(empty, cells, cells))
+    return cells
 
 
-CellMaker = Callable[[Sequence[Any]], Sequence[str]]
+CellMaker = Callable[[Sequence[Any], str], list[str]]
 _CELLS: dict[ColumnType, CellMaker] = {
     ColumnType.INTEGER: number_cells,
     ColumnType.NUMBER: number_cells,
@@ -270,38 +280,42 @@ _CELLS: dict[ColumnType, CellMaker] = {
 def csv_text(rows: Sequence[tuple], makers: Sequence[CellMaker],
              positions: Sequence[int | None]) -> str:
     """The rows as CSV lines, values in stored order (`positions`; None: an empty cell)."""
-    values_of = zip(*rows, strict=True)
+    columns = list(zip(*rows, strict=True))
+    ends = [","] * (len(positions) - 1) + ["\n"]
     try:
-        columns = [make(values) for make, values in zip(makers, values_of, strict=True)]
+        cells = [[end] * len(rows) if i is None else makers[i](columns[i], end)
+                 for i, end in zip(positions, ends, strict=True)]
     except (TypeError, ValueError):  # a value the shortcuts do not cover
         return exact_csv_text(rows, positions)
-    empty = [""] * len(rows)
-    ordered = [empty if i is None else columns[i] for i in positions]
-    if len(ordered) == 1:  # an empty line would be no row at all
-        ordered = [[cell or '""' for cell in ordered[0]]]
-    return "\n".join(map(",".join, zip(*ordered, strict=True))) + "\n"
+    if len(cells) == 1:  # an empty line would be no row at all
+        cells = [[cell if cell != "\n" else '""\n' for cell in cells[0]]]
+    return "".join(itertools.chain.from_iterable(zip(*cells, strict=True)))
 
 
 def exact_csv_text(rows: Sequence[tuple], positions: Sequence[int | None]) -> str:
-    """`csv_text` value by value, with the csv module."""
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerows([_csv_cell(None if i is None else row[i]) for i in positions]
-                     for row in rows)
-    return text.getvalue()
+    """`csv_text` value by value: what a batch takes where the shortcuts do not apply (and
+    the reference they are tested against). Text is always quoted: a line end in a value,
+    `\r` included, stays inside its cell."""
+    lines = [",".join([_csv_cell(None if i is None else row[i]) for i in positions])
+             for row in rows]
+    if len(positions) == 1:
+        lines = [line or '""' for line in lines]
+    return "".join(line + "\n" for line in lines)
 
 
-def _csv_cell(value: Any) -> Any:
-    """A value as CSV text; a number with a fraction keeps its digits (`Raw`)."""
-    if value is None:
+def _csv_cell(value: Any) -> str:
+    """One value as a CSV cell; a number with a fraction keeps its digits (`Raw`)."""
+    kind = type(value)
+    if value is None or (kind is str and not value):
         return ""
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if type(value) is msgspec.Raw:
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is msgspec.Raw:
         return bytes(value).decode()
-    return value
+    text = value if kind is str else conversions.text(value)
+    return '"' + text.replace('"', '""') + '"'
 
 
 def batch_records(rows: Sequence[tuple], layout: Layout | None) -> bytes:
