@@ -43,7 +43,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -55,7 +55,7 @@ from target_core.filesink import FileLoad, FinishedFile
 from target_core.formats import FormatWriter
 from target_core.http import MultipartFile
 from target_core.rows import Converter
-from target_core.sink import Acknowledged, CoreSink, SinkParts
+from target_core.sink import Acknowledged, CoreSink, RowSink, SinkParts
 from target_datainsider.client import PLATFORM, SYNC_TYPES, DataInsiderClient, LakeClient
 
 CLASS_NAMES: dict[ColumnType, str] = {
@@ -372,6 +372,17 @@ class TableRegistry:
         return load
 
 
+class LineCount(Protocol):
+    line_number: int
+
+
+class _NoLines:
+    line_number = 0
+
+
+_NO_LINES = _NoLines()
+
+
 @dataclass(frozen=True)
 class DataInsiderParts(SinkParts):
     """What a DataInsider sink is handed by the target."""
@@ -382,8 +393,9 @@ class DataInsiderParts(SinkParts):
     """Always set: batches are sized by request bytes (the stream's own, see `new_budget`)."""
     keys_as_primary_keys: bool = True
     """`key_properties_as: primary_keys`: keys become primary keys and order-bys."""
-    line_number: Callable[[], int] = field(default=lambda: 0)
-    """The input line being read (names a dropped row's batch by its lines)."""
+    input_lines: LineCount = field(default_factory=lambda: _NO_LINES)
+    """The input reader: its `line_number` (the line being read) names a dropped row's
+    batch by its lines. An attribute read per record, not a call."""
 
 
 def new_budget() -> BatchBudget:
@@ -459,7 +471,7 @@ class DataInsiderSink(CoreSink):
         self.di_columns = [self._definition(c) for c in self.columns]
         self.cell_makers = [_CELLS.get(c.type, quoted_cells) for c in self.columns]
         self.layout: Layout | None = None  # known from the first batch on (sender thread)
-        self.line_number = parts.line_number
+        self.input_lines = parts.input_lines
         self.first_line = self.last_line = 0
         self._batch_lines: dict[int, tuple[int, int]] = {}
 
@@ -504,14 +516,14 @@ class DataInsiderSink(CoreSink):
     # -- input lines of each batch (for errors about dropped rows) -------------------------
 
     def add(self, record: dict) -> bool:
-        line = self.line_number()
+        line = self.input_lines.line_number
         if not self.rows:
             self.first_line = line
         self.last_line = line
-        return super().add(record)
+        return RowSink.add(self, record)
 
     def process_record(self, record: dict, context: dict | None) -> None:
-        line = self.line_number()
+        line = self.input_lines.line_number
         if not self.rows:
             self.first_line = line
         self.last_line = line

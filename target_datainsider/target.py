@@ -188,7 +188,7 @@ class TargetDataInsider(FileTarget):
             self.checkpoint, self.uploader, client=self.client, tables=self.tables,
             budget=new_budget(), acknowledged=self.acknowledged,
             keys_as_primary_keys=self.config["key_properties_as"] == "primary_keys",
-            line_number=lambda: self.message_reader.line_number,
+            input_lines=self.message_reader,
         )
 
     def drain_all(self, *, is_endofpipe: bool = False) -> None:  # type: ignore[misc]
