@@ -27,6 +27,7 @@ for success); they are turned into lines a user can act on.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -39,6 +40,7 @@ from target_core.http import ApiSession, HttpStatusError, MultipartFile
 
 PLATFORM = "DataInsider"
 CSV_SETTING = {"include_header": False, "delimiter": ",", "add_batch_info": False}
+_encode = msgspec.json.encode
 
 
 @dataclass(frozen=True)
@@ -95,12 +97,17 @@ class DataInsiderClient:
         answer = self._call("POST", "ingestion/batch", body, table=f"{database}.{table}")
         return BatchCounts.from_answer(answer)
 
-    def csv_body(self, database: str, table: str, data: str) -> bytes:
-        """The body of an `ingestion/csv` call: rows as CSV text (no header). msgspec, not
-        orjson: orjson's bytes keep the allocation made for the worst case of escaping
-        (measured: 35 MB held for a body of 2.7 MB)."""
-        return msgspec.json.encode({"api_key": self.api_key, "db_name": database, "tbl_name": table,
-                             "csv_setting": CSV_SETTING, "data": data})
+    def csv_body(self, database: str, table: str, pieces: Iterable[str]) -> bytes:
+        """The body of an `ingestion/csv` call: rows as CSV text (no header), given in
+        pieces (each JSON-escaped on its own, so only one piece's text is held at a time).
+        msgspec, not orjson: orjson's bytes keep the allocation made for the worst case of
+        escaping (measured: 35 MB held for a body of 2.7 MB)."""
+        head = _encode({"api_key": self.api_key, "db_name": database, "tbl_name": table,
+                        "csv_setting": CSV_SETTING, "data": ""})
+        parts = [head[:-2]]  # up to the opening quote of "data"
+        parts += [_encode(piece)[1:-1] for piece in pieces]
+        parts.append(b'"}')
+        return b"".join(parts)
 
     def insert_csv(self, database: str, table: str, body: bytes) -> int:
         """CSV rows (a body from `csv_body`); returns `row_inserted`."""

@@ -218,6 +218,9 @@ _EMPTY_FOR_NULL = {None: ""}.get
 _BOOLEAN_CELLS = {end: {True: "true" + end, False: "false" + end, None: end}.get
                   for end in (",", "\n")}
 _NUMBER_TYPES = frozenset({int, msgspec.Raw, type(None)})
+_CSV_PIECE_ROWS = 2048
+"""Rows whose CSV text is built and escaped at a time: the text of a whole batch (up to
+four bytes a character) never exists at once."""
 _BOOLEAN_TYPES = frozenset({bool, type(None)})
 
 
@@ -564,8 +567,9 @@ class DataInsiderSink(CoreSink):
         if (layout is not None and not layout.complete) or \
                 None in itertools.chain.from_iterable(rows):
             positions = layout.positions if layout is not None else range(len(self.columns))
-            text = csv_text(rows, self.cell_makers, positions)
-            return Call(len(rows), True, client.csv_body(load.database, load.table, text))
+            pieces = (csv_text(rows[start:start + _CSV_PIECE_ROWS], self.cell_makers, positions)
+                      for start in range(0, len(rows), _CSV_PIECE_ROWS))
+            return Call(len(rows), True, client.csv_body(load.database, load.table, pieces))
         records = batch_records(rows, layout)
         return Call(len(rows), False, client.batch_body(load.database, load.table, records))
 
@@ -578,9 +582,9 @@ class DataInsiderSink(CoreSink):
             records = list(csv.reader(io.StringIO(_decode_csv(call.body).data), strict=True))
             texts = [exact_csv_text(part, range(len(part[0])))
                      for part in (records[:half], records[half:])]
-            return (Call(half, True, client.csv_body(load.database, load.table, texts[0])),
+            return (Call(half, True, client.csv_body(load.database, load.table, texts[:1])),
                     Call(call.rows - half, True,
-                         client.csv_body(load.database, load.table, texts[1])))
+                         client.csv_body(load.database, load.table, texts[1:])))
         raws = _decode_records(call.body).records
         bodies = [client.batch_body(load.database, load.table, b"[" + b",".join(part) + b"]")
                   for part in (raws[:half], raws[half:])]

@@ -208,3 +208,12 @@ def test_text_with_every_kind_of_line_end_lands_on_the_csv_route(
     assert result.returncode == 0, result.stderr
     assert [r["text"] for r in sandbox.di_rows("s")] == values
     assert [r["path"] for r in sandbox.requests()].count(CSV_ROUTE) == 1
+
+
+def test_a_csv_body_given_in_pieces_holds_their_text_in_order() -> None:
+    from target_datainsider.client import CSV_SETTING, DataInsiderClient
+
+    pieces = ['1,"a ""q"" \\ é",\n', '2,"😀\r\n\x1f",true\n', ""]
+    body = DataInsiderClient(None, "key").csv_body("db", "t", iter(pieces))  # type: ignore[arg-type]
+    assert json.loads(body) == {"api_key": "key", "db_name": "db", "tbl_name": "t",
+                                "csv_setting": CSV_SETTING, "data": "".join(pieces)}
