@@ -403,9 +403,10 @@ class DataInsiderParts(SinkParts):
 
 def new_budget() -> BatchBudget:
     """A stream's request budget: `REQUEST_BYTES` per call. Rows are tuples, so it learns
-    bytes sent per value; before the first batch is measured it assumes 16 (the packer cuts
-    any request over the limit in pieces anyway)."""
-    return BatchBudget(REQUEST_BYTES, first_ratio=16.0)
+    bytes sent per value. Until a batch is measured it assumes 4096 bytes a value: the
+    first batch is measured after ~1000 values (`CoreSink` packs a sample then), so a
+    stream of wide rows never buffers thousands of them before its size is known."""
+    return BatchBudget(REQUEST_BYTES, first_ratio=4096.0)
 
 
 @dataclass(frozen=True)
