@@ -25,6 +25,10 @@ a nullable one) and writes a null string as `""`, so a batch holding any null go
 `ingestion/csv`, which writes NULL (and, its one loss, reads an empty string as NULL too).
 Every answer's counts are checked against the rows sent.
 
+Rows are tuples of converted values. The packer thread picks each batch's route and builds
+its request bodies a column at a time (C-level string work, not a Python step per value),
+cutting a body over the request limit in pieces; the sender only sends and checks.
+
 Lake mode (`LakeLoad`, on the core's file path): a stream's rows become Parquet files
 (`target_core.formats.ParquetWriter`), uploaded into one file sync of the stream's lake
 directory: started at the first file (`FullSync` for overwrite, `IncrementalSync` for
@@ -116,7 +120,7 @@ def utc_datetime_ms_text(value: Any) -> str | None:
                 if fraction.isdigit() and fraction.isascii():
                     _parse_datetime(value)
                     return value[:10] + " " + value[11:19] + "." + (fraction + "00")[:3] + "Z"
-    except (TypeError, IndexError, KeyError, ValueError):
+    except (TypeError, IndexError, ValueError):
         pass  # not a string of that shape, or not a valid one: the exact path decides
     return exact_datetime_ms_text(value)
 
@@ -218,10 +222,10 @@ _EMPTY_FOR_NULL = {None: ""}.get
 _BOOLEAN_CELLS = {end: {True: "true" + end, False: "false" + end, None: end}.get
                   for end in (",", "\n")}
 _NUMBER_TYPES = frozenset({int, msgspec.Raw, type(None)})
+_BOOLEAN_TYPES = frozenset({bool, type(None)})
 _CSV_PIECE_ROWS = 2048
 """Rows whose CSV text is built and escaped at a time: the text of a whole batch (up to
 four bytes a character) never exists at once."""
-_BOOLEAN_TYPES = frozenset({bool, type(None)})
 
 
 def number_cells(values: Sequence[Any], end: str) -> list[str]:

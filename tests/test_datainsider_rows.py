@@ -63,7 +63,7 @@ def _outcome(convert: Any, value: Any) -> Any:
         return type(exc), str(exc)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.one_of(datetime_texts(), st.text(max_size=30)))
 @example("2024-01-01T00:00:03+00:00")
 @example("2024-01-01T00:00:03Z")
@@ -129,7 +129,7 @@ def batches(draw: st.DrawFn) -> tuple[list[tuple], list[Any], list[int | None]]:
     return rows, [_KINDS[k][1] for k in kinds], positions
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(batches())
 def test_column_wise_csv_reads_back_as_the_value_by_value_csv(
         batch: tuple[list[tuple], list[Any], list[int | None]]) -> None:
