@@ -27,10 +27,12 @@ for success); they are turned into lines a user can act on.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import msgspec
 import orjson
 
 from target_core.errors import ApiError, PayloadTooLarge
@@ -38,6 +40,7 @@ from target_core.http import ApiSession, HttpStatusError, MultipartFile
 
 PLATFORM = "DataInsider"
 CSV_SETTING = {"include_header": False, "delimiter": ",", "add_batch_info": False}
+_encode = msgspec.json.encode
 
 
 @dataclass(frozen=True)
@@ -83,18 +86,32 @@ class DataInsiderClient:
             raise ApiError(f"{PLATFORM} answered {route} without the table's columns")
         return answer
 
-    def insert_batch(self, database: str, table: str, records_json: bytes) -> BatchCounts:
-        """Positional rows; `records_json` is the JSON text of the list of rows."""
+    def batch_body(self, database: str, table: str, records_json: bytes) -> bytes:
+        """The body of an `ingestion/batch` call; `records_json` is the JSON text of the
+        list of positional rows."""
         head = orjson.dumps({"api_key": self.api_key, "db_name": database, "tbl_name": table})
-        body = head[:-1] + b',"records":' + records_json + b"}"
+        return head[:-1] + b',"records":' + records_json + b"}"
+
+    def insert_batch(self, database: str, table: str, body: bytes) -> BatchCounts:
+        """Positional rows (a body from `batch_body`); returns the answer's counters."""
         answer = self._call("POST", "ingestion/batch", body, table=f"{database}.{table}")
         return BatchCounts.from_answer(answer)
 
-    def insert_csv(self, database: str, table: str, data: str) -> int:
-        """Rows as CSV text (no header); returns `row_inserted`."""
-        answer = self._call("POST", "ingestion/csv", {
-            "db_name": database, "tbl_name": table, "csv_setting": CSV_SETTING, "data": data,
-        }, table=f"{database}.{table}")
+    def csv_body(self, database: str, table: str, pieces: Iterable[str]) -> bytes:
+        """The body of an `ingestion/csv` call: rows as CSV text (no header), given in
+        pieces (each JSON-escaped on its own, so only one piece's text is held at a time).
+        msgspec, not orjson: orjson's bytes keep the allocation made for the worst case of
+        escaping (measured: 35 MB held for a body of 2.7 MB)."""
+        head = _encode({"api_key": self.api_key, "db_name": database, "tbl_name": table,
+                        "csv_setting": CSV_SETTING, "data": ""})
+        parts = [head[:-2]]  # up to the opening quote of "data"
+        parts += [_encode(piece)[1:-1] for piece in pieces]
+        parts.append(b'"}')
+        return b"".join(parts)
+
+    def insert_csv(self, database: str, table: str, body: bytes) -> int:
+        """CSV rows (a body from `csv_body`); returns `row_inserted`."""
+        answer = self._call("POST", "ingestion/csv", body, table=f"{database}.{table}")
         inserted = answer.get("row_inserted") if isinstance(answer, dict) else None
         if not isinstance(inserted, int) or not answer.get("succeed", False):
             raise ApiError(f"{PLATFORM} did not confirm the CSV rows for {database}.{table}: "

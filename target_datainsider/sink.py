@@ -25,6 +25,10 @@ a nullable one) and writes a null string as `""`, so a batch holding any null go
 `ingestion/csv`, which writes NULL (and, its one loss, reads an empty string as NULL too).
 Every answer's counts are checked against the rows sent.
 
+Rows are tuples of converted values. The packer thread picks each batch's route and builds
+its request bodies a column at a time (C-level string work, not a Python step per value),
+cutting a body over the request limit in pieces; the sender only sends and checks.
+
 Lake mode (`LakeLoad`, on the core's file path): a stream's rows become Parquet files
 (`target_core.formats.ParquetWriter`), uploaded into one file sync of the stream's lake
 directory: started at the first file (`FullSync` for overwrite, `IncrementalSync` for
@@ -37,23 +41,25 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import itertools
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from target_core import conversions
+from target_core.budget import BatchBudget
 from target_core.columns import Column, ColumnType
 from target_core.errors import ApiError, ConfigError, PayloadTooLarge, TargetError
 from target_core.filesink import FileLoad, FinishedFile
 from target_core.formats import FormatWriter
 from target_core.http import MultipartFile
 from target_core.rows import Converter
-from target_core.sink import Acknowledged, CoreSink, SinkParts
+from target_core.sink import Acknowledged, CoreSink, RowSink, SinkParts
 from target_datainsider.client import PLATFORM, SYNC_TYPES, DataInsiderClient, LakeClient
 
 CLASS_NAMES: dict[ColumnType, str] = {
@@ -71,6 +77,9 @@ DATETIME_FORMAT = "yyyy-MM-dd HH:mm:ss.SSSXXX"
 DATE_FORMAT = "yyyy-MM-dd"
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
 """DataInsider's request limit (Finatra's default `maxRequestSize`)."""
+REQUEST_BYTES = 4 * 1024 * 1024
+"""What a batch's request aims at (bytes as sent): room below the limit for a batch whose
+rows are larger than the ones before it."""
 
 _VIETNAMESE = str.maketrans(
     "àáạảãâầấậẩẫăằắặẳẵèéẹẻẽêềếệểễìíịỉĩòóọỏõôồốộổỗơờớợởỡùúụủũưừứựửữỳýỵỷỹđ"
@@ -79,12 +88,9 @@ _VIETNAMESE = str.maketrans(
     "AAAAAAAAAAAAAAAAAEEEEEEEEEEEIIIIIOOOOOOOOOOOOOOOOOUUUUUUUUUUUYYYYYD",
 )
 _NOT_ALNUM = re.compile(r"[^a-zA-Z0-9]+")
-_raw_values = msgspec.json.Decoder(list[msgspec.Raw]).decode
-"""An encoded row -> each value's JSON text, untouched (re-ordering keeps every digit)."""
-_exact_values = msgspec.json.Decoder(float_hook=conversions.exact_number).decode
-"""An encoded row -> values, numbers with a fraction as their exact text (`Raw`)."""
-_NULL = msgspec.Raw(b"null")
 _FRACTION = re.compile(r"\.([0-9]+)")
+_parse_datetime = dt.datetime.fromisoformat
+_UTC_ENDS = frozenset({"Z", "+00:00"})
 
 
 def normalize_name(name: str) -> str:
@@ -97,7 +103,30 @@ def normalize_name(name: str) -> str:
 
 def utc_datetime_ms_text(value: Any) -> str | None:
     """`YYYY-MM-DD HH:MM:SS.mmmZ`, UTC: DateTime64(3) keeps milliseconds; the `Z` makes the
-    instant independent of the zone the server parses in (the CSV route uses its own)."""
+    instant independent of the zone the server parses in (the CSV route uses its own).
+
+    The shapes taps write most (`YYYY-MM-DDTHH:MM:SS` then `Z` or `+00:00`, with or without
+    a fraction of a second) are checked by `datetime.fromisoformat` and cut by slicing; any
+    other value, and any value that fails the check, takes `exact_datetime_ms_text`."""
+    try:
+        if (value[4] == value[7] == "-" and value[10] == "T"
+                and value[13] == value[16] == ":"):
+            end = value[19:]
+            if end in _UTC_ENDS:
+                _parse_datetime(value)  # the calendar check: raises for 2024-02-30
+                return value[:10] + " " + value[11:19] + ".000Z"
+            if end[0] == "." and (end[-1] == "Z" or end[-6:] == "+00:00"):
+                fraction = end[1:-1] if end[-1] == "Z" else end[1:-6]
+                if fraction.isdigit() and fraction.isascii():
+                    _parse_datetime(value)
+                    return value[:10] + " " + value[11:19] + "." + (fraction + "00")[:3] + "Z"
+    except (TypeError, IndexError, ValueError):
+        pass  # not a string of that shape, or not a valid one: the exact path decides
+    return exact_datetime_ms_text(value)
+
+
+def exact_datetime_ms_text(value: Any) -> str | None:
+    """`utc_datetime_ms_text` for any value: parsed, shifted to UTC, errors named."""
     if value is None:
         return None
     seconds = conversions.utc_datetime_text(value)
@@ -142,6 +171,11 @@ class Layout:
     identity: bool
     """Our rows are already in stored order and complete."""
 
+    @property
+    def complete(self) -> bool:
+        """Every stored column gets a value from our rows."""
+        return None not in self.positions
+
 
 def stored_layout(load: TableLoad, ours: list[dict[str, Any]],
                   stored: list[dict[str, Any]]) -> Layout:
@@ -171,17 +205,134 @@ def stored_layout(load: TableLoad, ours: list[dict[str, Any]],
     return Layout(tuple(positions), identity)
 
 
-def _csv_cell(value: Any) -> Any:
-    """A decoded value as CSV text; a number with a fraction keeps its digits (`Raw`)."""
-    if value is None:
+# -- a batch's rows as request bodies, built a column at a time --------------------------------
+#
+# Rows are tuples of converted values (ints, `Raw` numbers, booleans, text, None). The
+# positional JSON of the batch route is one msgspec call for the batch. The CSV text of the
+# CSV route is built column by column with C-level string and list operations (a join, a
+# replace or two and a split per column; then one join of every cell, each cell ending in
+# its `,` or line end), not value by value in Python. Where a column holds what these
+# shortcuts do not cover, `exact_csv_text` (value by value) writes the batch.
+
+_dumps = conversions.dumps
+_SEP = "\x1f"
+"""Joins a column's text while its quotes are doubled in one pass (a column holding this
+character itself is quoted value by value instead)."""
+_EMPTY_FOR_NULL = {None: ""}.get
+_BOOLEAN_CELLS = {end: {True: "true" + end, False: "false" + end, None: end}.get
+                  for end in (",", "\n")}
+_NUMBER_TYPES = frozenset({int, msgspec.Raw, type(None)})
+_BOOLEAN_TYPES = frozenset({bool, type(None)})
+_CSV_PIECE_ROWS = 2048
+"""Rows whose CSV text is built and escaped at a time: the text of a whole batch (up to
+four bytes a character) never exists at once."""
+
+
+def number_cells(values: Sequence[Any], end: str) -> list[str]:
+    """Integers and `Raw` numbers -> their exact text, null -> empty: the column's JSON
+    text, cut at its commas (number text holds neither a comma nor `null`)."""
+    if not set(map(type, values)) <= _NUMBER_TYPES:
+        raise TypeError("not a number column")
+    text = _dumps(values).decode()[1:-1]
+    if None in values:
+        text = text.replace("null", "")
+    return (text.replace(",", end + _SEP) + end).split(_SEP)
+
+
+def boolean_cells(values: Sequence[Any], end: str) -> list[str]:
+    """`true` / `false`, null -> empty."""
+    if not set(map(type, values)) <= _BOOLEAN_TYPES:
+        raise TypeError("not a boolean column")
+    return list(map(_BOOLEAN_CELLS[end], values))
+
+
+def plain_cells(values: Sequence[Any], end: str) -> list[str]:
+    """Text that never needs quotes (the dates and date-times the converters write)."""
+    if None in values:
+        values = list(map(_EMPTY_FOR_NULL, values, values))
+    joined = (end + _SEP).join(values)  # TypeError for a value that is not text
+    if joined.count(_SEP) != len(values) - 1:
+        raise ValueError("the separator is in the text")
+    return (joined + end).split(_SEP)
+
+
+def quoted_cells(values: Sequence[Any], end: str) -> list[str]:
+    """Text -> cells in quotes, quotes inside doubled (quoted, a value keeps its leading and
+    trailing spaces whatever the parser trims); null and "" -> an empty cell (the CSV route
+    reads both as NULL, as it reads what the csv module writes for them)."""
+    if None in values:
+        values = list(map(_EMPTY_FOR_NULL, values, values))
+    joined = _SEP.join(values)  # TypeError for a value that is not text
+    if joined.count(_SEP) != len(values) - 1:  # the separator itself is in the text
+        cells = ['"' + value.replace('"', '""') + '"' + end for value in values]
+    else:
+        quoted = joined.replace('"', '""').replace(_SEP, '"' + end + _SEP + '"')
+        cells = f'"{quoted}"{end}'.split(_SEP)
+    if "" in values:
+        empty = {'""' + end: end}.get
+        cells = list(map(empty, cells, cells))
+    return cells
+
+
+CellMaker = Callable[[Sequence[Any], str], list[str]]
+_CELLS: dict[ColumnType, CellMaker] = {
+    ColumnType.INTEGER: number_cells,
+    ColumnType.NUMBER: number_cells,
+    ColumnType.BOOLEAN: boolean_cells,
+    ColumnType.DATE: plain_cells,
+    ColumnType.DATETIME: plain_cells,
+}
+
+
+def csv_text(rows: Sequence[tuple], makers: Sequence[CellMaker],
+             positions: Sequence[int | None]) -> str:
+    """The rows as CSV lines, values in stored order (`positions`; None: an empty cell)."""
+    columns = list(zip(*rows, strict=True))
+    ends = [","] * (len(positions) - 1) + ["\n"]
+    try:
+        cells = [[end] * len(rows) if i is None else makers[i](columns[i], end)
+                 for i, end in zip(positions, ends, strict=True)]
+    except (TypeError, ValueError):  # a value the shortcuts do not cover
+        return exact_csv_text(rows, positions)
+    if len(cells) == 1:  # an empty line would be no row at all
+        cells = [[cell if cell != "\n" else '""\n' for cell in cells[0]]]
+    return "".join(itertools.chain.from_iterable(zip(*cells, strict=True)))
+
+
+def exact_csv_text(rows: Sequence[tuple], positions: Sequence[int | None]) -> str:
+    """`csv_text` value by value: what a batch takes where the shortcuts do not apply (and
+    the reference they are tested against). Text is always quoted: a line end in a value,
+    `\r` included, stays inside its cell."""
+    lines = [",".join([_csv_cell(None if i is None else row[i]) for i in positions])
+             for row in rows]
+    if len(positions) == 1:
+        lines = [line or '""' for line in lines]
+    return "".join(line + "\n" for line in lines)
+
+
+def _csv_cell(value: Any) -> str:
+    """One value as a CSV cell; a number with a fraction keeps its digits (`Raw`)."""
+    kind = type(value)
+    if value is None or (kind is str and not value):
         return ""
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if type(value) is msgspec.Raw:
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is msgspec.Raw:
         return bytes(value).decode()
-    return value
+    text = value if kind is str else conversions.text(value)
+    return '"' + text.replace('"', '""') + '"'
+
+
+def batch_records(rows: Sequence[tuple], layout: Layout | None) -> bytes:
+    """The rows as the JSON list of positional records, in stored order (rows of a table
+    with columns we lack never come here: they go as CSV)."""
+    if layout is not None and not layout.identity:
+        columns = list(zip(*rows, strict=True))
+        rows = list(zip(*[columns[i] for i in layout.positions],  # type: ignore[index]
+                        strict=True))
+    return _dumps(rows)
 
 
 NAME = re.compile(r"[A-Za-z0-9_]+\Z")  # DataInsider's `\w+` for database and table names
@@ -228,24 +379,94 @@ class TableRegistry:
         return load
 
 
+class LineCount(Protocol):
+    line_number: int
+
+
+class _NoLines:
+    line_number = 0
+
+
+_NO_LINES = _NoLines()
+
+
 @dataclass(frozen=True)
 class DataInsiderParts(SinkParts):
     """What a DataInsider sink is handed by the target."""
 
     client: DataInsiderClient
     tables: TableRegistry
+    budget: BatchBudget = field(kw_only=True)  # type: ignore[assignment]
+    """Always set: batches are sized by request bytes (the stream's own, see `new_budget`)."""
     keys_as_primary_keys: bool = True
     """`key_properties_as: primary_keys`: keys become primary keys and order-bys."""
-    line_number: Callable[[], int] = field(default=lambda: 0)
-    """The input line being read (names a dropped row's batch by its lines)."""
+    input_lines: LineCount = field(default_factory=lambda: _NO_LINES)
+    """The input reader: its `line_number` (the line being read) names a dropped row's
+    batch by its lines. An attribute read per record, not a call."""
+
+
+def new_budget() -> BatchBudget:
+    """A stream's request budget: `REQUEST_BYTES` per call. Rows are tuples, so it learns
+    bytes sent per value. Until a batch is measured it assumes 4096 bytes a value: the
+    first batch is measured after ~1000 values (`CoreSink` packs a sample then), so a
+    stream of wide rows never buffers thousands of them before its size is known."""
+    return BatchBudget(REQUEST_BYTES, first_ratio=4096.0)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One ingestion call, ready to send: its body as sent, and the rows it carries."""
+
+    rows: int
+    csv: bool
+    """`ingestion/csv` (the rows hold a null, or the table has columns we lack)."""
+    body: bytes
+
+
+class _Records(msgspec.Struct):
+    records: list[msgspec.Raw]
+
+
+class _CsvData(msgspec.Struct):
+    data: str
+
+
+_decode_records = msgspec.json.Decoder(_Records).decode
+"""The records of an `ingestion/batch` body, each as its JSON text (digits untouched)."""
+_decode_csv = msgspec.json.Decoder(_CsvData).decode
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """A batch as the bodies of its calls: all the sender needs (the rows are let go)."""
+
+    calls: list[Call]
+    layout: Layout | None
+    """The stored layout the bodies follow (None: our own order, the layout not yet known)."""
+    lines: tuple[int, int]
+    """The batch's first and last input lines."""
+    rows: Sequence[tuple] | None
+    """Kept only while the layout is not known (a sink's first batch): the sender builds
+    the calls again if the stored order is not ours."""
+
+    def follows(self, layout: Layout) -> bool:
+        return self.layout is layout or (self.layout is None and layout.identity)
 
 
 class DataInsiderSink(CoreSink):
-    """Batches of rows -> `ingestion/batch` (or `ingestion/csv`) calls into one table."""
+    """Batches of rows -> `ingestion/batch` (or `ingestion/csv`) calls into one table.
+
+    Rows are tuples of converted values. The packer thread turns a batch into request
+    bodies (`prepare_batch`): the route is picked with one C-level look for a null, the body
+    is built a column at a time, and a body over the request limit is cut in pieces there,
+    before anything is sent. The sender only sends, and checks each answer."""
 
     parts: DataInsiderParts
-    max_batch_bytes = 4 * 1024 * 1024
-    """Row bytes per batch: with the request's envelope every call stays under 5 MB."""
+    rows_as_tuples = True
+    send_needs_rows = False
+    max_batch_bytes = 500_000
+    """Values per batch at most (rows are tuples): a memory bound. The request budget
+    (`REQUEST_BYTES` as sent) and `batch_size_rows` end batches first on most streams."""
 
     def sanitise_name(self, name: str) -> str:
         return normalize_name(name)
@@ -256,8 +477,9 @@ class DataInsiderSink(CoreSink):
         self.load = parts.tables.load_for(self.stream_name)
         self.use_keys = parts.keys_as_primary_keys and any(c.is_key for c in self.columns)
         self.di_columns = [self._definition(c) for c in self.columns]
+        self.cell_makers = [_CELLS.get(c.type, quoted_cells) for c in self.columns]
         self.layout: Layout | None = None  # known from the first batch on (sender thread)
-        self.line_number = parts.line_number
+        self.input_lines = parts.input_lines
         self.first_line = self.last_line = 0
         self._batch_lines: dict[int, tuple[int, int]] = {}
 
@@ -302,14 +524,14 @@ class DataInsiderSink(CoreSink):
     # -- input lines of each batch (for errors about dropped rows) -------------------------
 
     def add(self, record: dict) -> bool:
-        line = self.line_number()
+        line = self.input_lines.line_number
         if not self.rows:
             self.first_line = line
         self.last_line = line
-        return super().add(record)
+        return RowSink.add(self, record)
 
     def process_record(self, record: dict, context: dict | None) -> None:
-        line = self.line_number()
+        line = self.input_lines.line_number
         if not self.rows:
             self.first_line = line
         self.last_line = line
@@ -320,18 +542,74 @@ class DataInsiderSink(CoreSink):
             self._batch_lines[id(self.rows)] = (self.first_line, self.last_line)
         super().process_batch(context)
 
+    # -- request bodies (packer thread) ----------------------------------------------------
+
+    def prepare_batch(self, rows: list[tuple]) -> PackedBatch:
+        """The batch's calls, for the stored layout when it is known already (else for our
+        own order; the sender builds them again in the rare case that differs)."""
+        layout = self.layout
+        calls = self._calls(rows, layout)
+        self.parts.budget.measured(len(rows) * len(self.columns),
+                                   sum(len(call.body) for call in calls))
+        lines = self._batch_lines.pop(id(rows), (0, 0))
+        return PackedBatch(calls, layout, lines, rows if layout is None else None)
+
+    def _calls(self, rows: Sequence[tuple], layout: Layout | None) -> list[Call]:
+        """One call for the rows, or several where its body would pass the request limit
+        (or the size a 413 taught)."""
+        call = self._call(rows, layout)
+        budget = self.parts.budget
+        limit = MAX_REQUEST_BYTES if budget.refused_at is None else budget.ceiling
+        if len(call.body) <= limit or len(rows) == 1:
+            return [call]
+        pieces = -(-len(call.body) // min(REQUEST_BYTES, limit))  # at least 2
+        step = -(-len(rows) // pieces)
+        return [piece for start in range(0, len(rows), step)
+                for piece in self._calls(rows[start:start + step], layout)]
+
+    def _call(self, rows: Sequence[tuple], layout: Layout | None) -> Call:
+        client, load = self.parts.client, self.load
+        if (layout is not None and not layout.complete) or \
+                None in itertools.chain.from_iterable(rows):
+            positions = layout.positions if layout is not None else range(len(self.columns))
+            pieces = (csv_text(rows[start:start + _CSV_PIECE_ROWS], self.cell_makers, positions)
+                      for start in range(0, len(rows), _CSV_PIECE_ROWS))
+            return Call(len(rows), True, client.csv_body(load.database, load.table, pieces))
+        records = batch_records(rows, layout)
+        return Call(len(rows), False, client.batch_body(load.database, load.table, records))
+
+    def _halves(self, call: Call) -> tuple[Call, Call]:
+        """A refused call's rows as two calls, taken back out of its body (the rows were let
+        go once packed): whole records, or whole CSV records, moved as they are."""
+        client, load = self.parts.client, self.load
+        half = call.rows // 2
+        if call.csv:
+            records = list(csv.reader(io.StringIO(_decode_csv(call.body).data), strict=True))
+            texts = [exact_csv_text(part, range(len(part[0])))
+                     for part in (records[:half], records[half:])]
+            return (Call(half, True, client.csv_body(load.database, load.table, texts[:1])),
+                    Call(call.rows - half, True,
+                         client.csv_body(load.database, load.table, texts[1:])))
+        raws = _decode_records(call.body).records
+        bodies = [client.batch_body(load.database, load.table, b"[" + b",".join(part) + b"]")
+                  for part in (raws[:half], raws[half:])]
+        return Call(half, False, bodies[0]), Call(call.rows - half, False, bodies[1])
+
     # -- upload (sender thread) ------------------------------------------------------------
 
-    def send_batch(self, rows: list[bytes], prepared: Any) -> None:
-        lines = self._batch_lines.pop(id(rows), (0, 0))
+    def send_batch(self, rows: None, packed: PackedBatch) -> None:
         layout = self.layout or self._prepare_table()
+        calls = packed.calls
+        if not packed.follows(layout):  # packed before the layout was known
+            calls = self._calls(packed.rows, layout)  # type: ignore[arg-type]
         load = self.load
         if load.replace and not load.truncated:
             self.parts.client.truncate(load.database, load.table)
             load.truncated = True
             self.logger.info("Stream '%s': %s table %s truncated (load_method overwrite)",
                              self.stream_name, PLATFORM, load.qualified)
-        self._deliver(rows, layout, lines)
+        for call in calls:
+            self._deliver(call, packed.lines)
 
     def _prepare_table(self) -> Layout:
         client, load = self.parts.client, self.load
@@ -344,62 +622,46 @@ class DataInsiderSink(CoreSink):
                          sum(p is not None for p in self.layout.positions))
         return self.layout
 
-    def _deliver(self, rows: list[bytes], layout: Layout, lines: tuple[int, int]) -> None:
+    def _deliver(self, call: Call, lines: tuple[int, int]) -> None:
         try:
-            self._insert(rows, layout, lines)
+            self._insert(call, lines)
         except PayloadTooLarge:
-            if len(rows) == 1:
+            if call.rows == 1:
                 raise ApiError(f"stream '{self.stream_name}': a single row (input line "
                                f"{lines[0]}) is larger than {PLATFORM} accepts (HTTP 413)",
                                413) from None
-            half = len(rows) // 2
+            self.parts.budget.refused(len(call.body))  # later batches aim lower
+            first, second = self._halves(call)
             self.logger.warning("Stream '%s': %s refused %d rows as too large (HTTP 413); "
                                 "sending them as two batches of %d and %d", self.stream_name,
-                                PLATFORM, len(rows), half, len(rows) - half)
-            for part in (rows[:half], rows[half:]):
-                self._deliver(part, layout, lines)
+                                PLATFORM, call.rows, first.rows, second.rows)
+            self._deliver(first, lines)
+            self._deliver(second, lines)
 
-    def _insert(self, rows: list[bytes], layout: Layout, lines: tuple[int, int]) -> None:
+    def _insert(self, call: Call, lines: tuple[int, int]) -> None:
         client, load = self.parts.client, self.load
-        if not layout.identity:  # stored order differs: move each value's text as it is
-            positions = layout.positions
-            rows = [b"[" + b",".join([_NULL if i is None else values[i]
-                                      for i in positions]) + b"]"
-                    for values in map(_raw_values, rows)]
-        payload = b"[" + b",".join(rows) + b"]"
-        if b"null" in payload:  # cheap test first: most batches have no null at all
-            decoded = [_exact_values(row) for row in rows]
-            if any(None in row for row in decoded):
-                self._insert_csv(decoded, lines)
-                return
-        counts = client.insert_batch(load.database, load.table, payload)
-        dropped = max(counts.invalid + counts.skipped + counts.failed,
-                      len(rows) - counts.inserted)
-        if dropped:
-            raise self._dropped(dropped, len(rows), lines,
-                                f"{counts.invalid} invalid, {counts.skipped} skipped, "
-                                f"{counts.failed} failed")
+        sent = call.rows
+        if call.csv:
+            if load.csv_batches == 0:
+                self.logger.info("Stream '%s': batches with nulls go to ingestion/csv, which "
+                                 "writes NULL (ingestion/batch drops a row with a null in a "
+                                 "non-string column, and writes a null string as \"\")",
+                                 self.stream_name)
+            inserted = client.insert_csv(load.database, load.table, call.body)
+            if inserted != sent:
+                raise self._dropped(sent - inserted, sent, lines,
+                                    f"ingestion/csv inserted {inserted}")
+            load.csv_batches += 1
+        else:
+            counts = client.insert_batch(load.database, load.table, call.body)
+            dropped = max(counts.invalid + counts.skipped + counts.failed,
+                          sent - counts.inserted)
+            if dropped:
+                raise self._dropped(dropped, sent, lines,
+                                    f"{counts.invalid} invalid, {counts.skipped} skipped, "
+                                    f"{counts.failed} failed")
         load.batches += 1
-        load.rows += len(rows)
-
-    def _insert_csv(self, rows: list[list[Any]], lines: tuple[int, int]) -> None:
-        load = self.load
-        if load.csv_batches == 0:
-            self.logger.info("Stream '%s': batches with nulls go to ingestion/csv, which "
-                             "writes NULL (ingestion/batch drops a row with a null in a "
-                             "non-string column, and writes a null string as \"\")",
-                             self.stream_name)
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        for row in rows:
-            writer.writerow([_csv_cell(value) for value in row])
-        inserted = self.parts.client.insert_csv(load.database, load.table, text.getvalue())
-        if inserted != len(rows):
-            raise self._dropped(len(rows) - inserted, len(rows), lines,
-                                f"ingestion/csv inserted {inserted}")
-        load.batches += 1
-        load.csv_batches += 1
-        load.rows += len(rows)
+        load.rows += sent
 
     def _dropped(self, count: int, sent: int, lines: tuple[int, int], detail: str) -> ApiError:
         # Acknowledging the batch would move STATE past rows that are not in the table.

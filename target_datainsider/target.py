@@ -29,6 +29,7 @@ from target_datainsider.sink import (
     LakeLoad,
     TableRegistry,
     lake_directory,
+    new_budget,
 )
 
 MODES = ("warehouse", "lake")
@@ -185,9 +186,9 @@ class TargetDataInsider(FileTarget):
             return FileSinkParts(self.checkpoint, self.uploader, self.files)
         return DataInsiderParts(
             self.checkpoint, self.uploader, client=self.client, tables=self.tables,
-            acknowledged=self.acknowledged,
+            budget=new_budget(), acknowledged=self.acknowledged,
             keys_as_primary_keys=self.config["key_properties_as"] == "primary_keys",
-            line_number=lambda: self.message_reader.line_number,
+            input_lines=self.message_reader,
         )
 
     def drain_all(self, *, is_endofpipe: bool = False) -> None:  # type: ignore[misc]
