@@ -478,7 +478,8 @@ def canonical_dates(kind: str, pattern: str, texts: Sequence[Any]) -> list[str] 
     return list(map(operator.itemgetter(slice(0, kept)), texts))
 
 
-_INTEGER_CELLS = _lines_of("-?[0-9]+")
+_INTEGER_CELLS = _lines_of("-?[0-9]{1,20}")
+"""Longer integers are out of every integer type's range (and of `int`'s digit limit)."""
 _JSON_INT64_CELLS = _lines_of("-?(?:0|[1-9][0-9]{0,17})")
 """Integers as JSON writes them, in an int64's range (at most 18 digits)."""
 _NUMBER_CELLS = _lines_of("-?[0-9]+(?:\\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
@@ -549,7 +550,8 @@ def csv_column(column: dict[str, Any], cells: Sequence[str | None]) -> list[Any]
 
 
 # `ingestion/batch` with every record complete: each column's values as JSON text (`Raw`)
-_INTEGER_VALUES = re.compile(rb"-?[0-9]+(?:\n-?[0-9]+)*")
+_INTEGER_VALUES = re.compile(rb"-?[0-9]{1,19}(?:\n-?[0-9]{1,19})*")
+"""In a 64-bit integer (longer ones: the exact way)."""
 _NUMBER_VALUES = re.compile(rb"-?[0-9]{1,300}(?:\.[0-9]+)?(?:\n-?[0-9]{1,300}(?:\.[0-9]+)?)*")
 """Finite in a double (no exponent, at most 300 digits before the point)."""
 _BOOLEAN_VALUES = re.compile(rb"(?:true|false)(?:\n(?:true|false))*")
