@@ -30,6 +30,12 @@ default). CSV reads dates with the first input format only.
 Numbers are stored as the text they arrived with (a ``double`` column of the real server
 keeps a Float64, 15-17 significant digits: see docs/datainsider.md), so a test sees exactly
 what a target sent.
+Speed: both ingestion routes work a column at a time. Where a whole column has the shape
+targets send (JSON strings, integers, numbers without exponent, ``true``/``false``,
+``yyyy-MM-dd HH:mm:ss.SSSZ`` date-times), one regex over the column's values and a few
+C-level calls check and convert it; any other column (or, for the batch route, any record
+of another length) goes value by value through the same rules (``coerce``, ``csv_value``).
+The tests check that both ways store the same rows.
 
 Data Lake file sync (v1.4.19 ``IngestionController`` + ``ApiKeyFilter``, and the vendor's
 "File upload" page for the lake's upload route):
