@@ -7,6 +7,7 @@ quirk, CSV ingestion, truncate, read-back, and `target-sandbox show`.
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 import json
 import subprocess
@@ -14,20 +15,29 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
 from conftest import sandbox_cmd
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from target_core.sandbox import SandboxServer
+from target_datainsider import sandbox as emulator
 from target_datainsider.sandbox import (
     INVALID,
+    RECORDS_AS_TEXT,
     SANDBOX_API_KEY,
     SANDBOX_READONLY_KEY,
     Invalid,
+    batch_rows,
+    batch_rows_fast,
+    canonical_dates,
     coerce,
     coerce_column,
+    csv_column,
     csv_converter,
     csv_value,
 )
@@ -405,3 +415,225 @@ def test_column_paths_give_what_value_by_value_gives(column: dict[str, Any]) -> 
     convert = csv_converter(column)
     for cell in _CELLS:
         assert convert(cell) == csv_value(column, cell), cell
+    assert csv_column(column, _CELLS) == [csv_value(column, cell) for cell in _CELLS]
+
+
+# the whole-column fast paths (`csv_column`, `batch_rows_fast`) against the exact rules:
+# where a fast path decides, it stores what the value-by-value way stores
+_encode = msgspec.json.Encoder(decimal_format="number").encode
+_decode = msgspec.json.Decoder(float_hook=decimal.Decimal).decode
+
+
+def _stored(values: Any) -> Any:
+    """Values as they are read back from the store (a number's text and a `Decimal` of the
+    same digits are one value)."""
+    return _decode(_encode(values))
+
+
+def _moment_text(year: int, month: int, day: int, hour: int, minute: int, second: int,
+                 millis: int, zone: str) -> str:
+    return (f"{year:04d}-{month:02d}-{day:02d} "
+            f"{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}{zone}")
+
+
+# date-time texts around the canonical shape: impossible days, months, hours included
+_moments = st.builds(_moment_text, st.integers(0, 9999), st.integers(0, 13),
+                     st.integers(0, 32), st.integers(0, 25), st.integers(0, 61),
+                     st.integers(0, 61), st.integers(0, 999),
+                     st.sampled_from(["Z", "Z", "Z", "+00:00", "", "Z "]))
+_valid_moments = st.datetimes(dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59)).map(
+    lambda m: m.strftime("%Y-%m-%d %H:%M:%S.") + f"{m.microsecond // 1000:03d}Z"
+    if m.year >= 1000 else _moment_text(m.year, m.month, m.day, m.hour, m.minute,
+                                        m.second, m.microsecond // 1000, "Z"))
+_days = st.builds(lambda y, m, d: f"{y:04d}-{m:02d}-{d:02d}", st.integers(0, 9999),
+                  st.integers(0, 13), st.integers(0, 32))
+_number_texts = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.decimals(allow_nan=True, allow_infinity=True).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.sampled_from(["-0", "00", "007.5", "1e400", "-1E-400", "1_000", " 12", "+3", "٣"]))
+_odd_texts = st.one_of(st.text(max_size=8), st.sampled_from(
+    ["true", "false", "TRUE", " true", "", "NaN", "2024-01-02 03:04:05.006Z\\n"]))
+_cell_kinds = [_moments, _valid_moments, _days, _number_texts, _odd_texts,
+               st.sampled_from(["true", "false"])]
+_columns_of_cells = st.one_of(
+    *(st.lists(kind, max_size=12) for kind in _cell_kinds),
+    *(st.lists(st.one_of(kind, st.sampled_from([None, ""])), max_size=12)
+      for kind in _cell_kinds),
+    st.lists(st.one_of(*_cell_kinds, st.none()), max_size=12))
+_FAST_COLUMNS = [
+    *_COLUMNS,
+    {"class_name": "datetime", "input_formats": ["yyyy-MM-dd HH:mm:ss.SSSXXX"],
+     "timezone": "Asia/Kolkata"},
+    {"class_name": "int32", "default_value": -1}, {"class_name": "bool", "default_value": True},
+]
+
+
+@pytest.mark.parametrize("column", _FAST_COLUMNS, ids=lambda c: str(sorted(c.items())))
+@settings(max_examples=150, deadline=None)
+@given(cells=_columns_of_cells)
+@example(cells=["2024-02-29 00:00:00.000Z", "2023-02-29 00:00:00.000Z"])
+@example(cells=["0000-01-01 00:00:00.000Z"])
+@example(cells=["9" * 21, "1"])
+def test_csv_column_gives_what_csv_value_gives(column: dict[str, Any],
+                                               cells: list[str | None]) -> None:
+    assert _stored(csv_column(column, cells)) == _stored(
+        [csv_value(column, cell) for cell in cells])
+
+
+_CANONICAL_SHAPES = [("datetime64", "yyyy-MM-dd HH:mm:ss.SSSXXX"),
+                     ("datetime", "yyyy-MM-dd HH:mm:ss.SSSXXX"), ("date", "yyyy-MM-dd")]
+
+
+@pytest.mark.parametrize(("kind", "pattern"), _CANONICAL_SHAPES)
+@settings(max_examples=150, deadline=None)
+@given(texts=st.lists(st.one_of(_valid_moments, _moments, _days), min_size=1, max_size=8))
+def test_canonical_dates_agree_with_the_exact_rules(kind: str, pattern: str,
+                                                    texts: list[str]) -> None:
+    column = {"class_name": kind, "input_formats": [pattern], "timezone": "Asia/Kolkata"}
+    fast = canonical_dates(kind, pattern, texts)
+    if fast is not None:
+        assert fast == [_coerced(column, text) for text in texts]
+        assert fast == [csv_value(column, text) for text in texts]
+
+
+@pytest.mark.parametrize(("kind", "pattern"), _CANONICAL_SHAPES)
+@settings(max_examples=50, deadline=None)
+@given(texts=st.lists(_valid_moments, min_size=1, max_size=8))
+def test_canonical_dates_decide_the_shape_targets_send(kind: str, pattern: str,
+                                                       texts: list[str]) -> None:
+    if kind == "date":
+        texts = [text[:10] for text in texts]
+    fast = canonical_dates(kind, pattern, texts)
+    assert fast is not None
+    assert all(stored == text[:len(stored)] for stored, text in zip(fast, texts, strict=True))
+
+
+_TABLE = [
+    {"class_name": "int64", "name": "id"}, {"class_name": "string", "name": "s"},
+    {"class_name": "double", "name": "x"}, {"class_name": "bool", "name": "b"},
+    {"class_name": "datetime64", "name": "at", "timezone": "Asia/Kolkata",
+     "input_formats": ["yyyy-MM-dd HH:mm:ss.SSSXXX"]},
+    {"class_name": "date", "name": "day", "input_formats": ["yyyy-MM-dd"]},
+    {"class_name": "int8", "name": "small", "default_value": 3},
+]
+_values_for = [
+    st.one_of(st.integers(-(2**64), 2**64), st.just(True)),
+    st.one_of(st.text(max_size=5), st.just(None), st.just(7)),
+    st.one_of(st.integers(-(10**5), 10**5), st.decimals(allow_nan=False, allow_infinity=False),
+              st.sampled_from([_D("1e400"), _D("0.0000001"), _D("-0.0"), "1.5"])),
+    st.one_of(st.booleans(), st.sampled_from([1, "true", None])),
+    st.one_of(_moments, st.sampled_from([1_700_000_000_000, "2023-02-29 00:00:00.000Z",
+                                         "0000-01-01 00:00:00.000Z"])),
+    st.one_of(_days, st.sampled_from(["2024-01-02 03:04:05", "2024-04-31", "0000-12-01"])),
+    st.one_of(st.integers(-130, 130), st.sampled_from([None, -129, 128, 2**63])),
+]
+_canonical_for = [
+    st.integers(-(2**63), 2**63 - 1), st.text(max_size=5),
+    st.decimals(-(10**12), 10**12, places=3).map(lambda d: d if d.is_finite() else _D(0)),
+    st.booleans(), _valid_moments,
+    st.dates(dt.date(1, 1, 1)).map(lambda d: f"{d.year:04d}-{d.month:02d}-{d.day:02d}"),
+    st.integers(-128, 127),
+]
+
+
+def _one_odd_value(position: int) -> st.SearchStrategy[list[Any]]:
+    """A record of canonical values but at `position`, where any value may come."""
+    return st.tuples(*[st.one_of(canonical, odd) if i == position else canonical
+                       for i, (canonical, odd) in enumerate(
+                           zip(_canonical_for, _values_for, strict=True))]).map(list)
+
+
+_records = st.lists(st.one_of(
+    st.tuples(*_canonical_for).map(list),
+    st.integers(0, len(_TABLE) - 1).flatmap(_one_odd_value),
+    st.tuples(*_canonical_for).map(lambda r: list(r[:-1])),  # short: skipped
+    st.tuples(*_canonical_for).map(lambda r: [*r, "extra"])), min_size=1, max_size=6)
+
+
+def _batch_by_the_rules(columns: list[dict[str, Any]], records: list[list[Any]]
+                       ) -> tuple[list[list[Any]], int, int, int]:
+    """`ingestion/batch` value by value (`coerce` only): rows, invalid records, invalid
+    fields, skipped records."""
+    rows, invalid, invalid_fields, skipped = [], 0, 0, 0
+    for record in records:
+        if len(record) < len(columns):
+            skipped += 1
+            continue
+        row = [_coerced(column, value) for column, value in zip(columns, record, strict=False)]
+        bad = sum(value is INVALID for value in row)
+        invalid, invalid_fields = invalid + (bad > 0), invalid_fields + bad
+        if not bad:
+            rows.append(row)
+    return rows, invalid, invalid_fields, skipped
+
+
+@settings(max_examples=300, deadline=None)
+@given(records=_records)
+def test_batch_fast_paths_store_what_the_rules_store(records: list[list[Any]]) -> None:
+    text = _encode(records)
+    rows, invalid, invalid_fields, skipped = _batch_by_the_rules(_TABLE, _decode(text))
+    exact = batch_rows(_TABLE, _decode(text))  # column at once where it can (coerce_column)
+    assert (_stored(exact[0]), *exact[1:]) == (_stored(rows), invalid, invalid_fields, skipped)
+    fast = batch_rows_fast(_TABLE, msgspec.json.decode(text, type=list[list[msgspec.Raw]]))
+    if fast is not None:
+        assert (invalid, invalid_fields, skipped) == (0, 0, 0)
+        assert _stored(fast) == _stored(rows)
+
+
+@settings(max_examples=100, deadline=None)
+@given(records=st.lists(st.tuples(*_canonical_for).map(list), min_size=1, max_size=6))
+def test_batch_fast_path_decides_what_targets_send(records: list[list[Any]]) -> None:
+    text = _encode(records)
+    fast = batch_rows_fast(_TABLE, msgspec.json.decode(text, type=list[list[msgspec.Raw]]))
+    assert fast is not None
+    assert _stored(fast) == _stored(_batch_by_the_rules(_TABLE, _decode(text))[0])
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=4)
+                     | st.decimals(allow_nan=False, allow_infinity=False),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=st.one_of(_json, st.dictionaries(st.sampled_from(["records", "db_name", "x"]),
+                                             _json, max_size=3)))
+def test_a_body_with_records_as_text_reads_as_the_exact_body(body: Any) -> None:
+    text = _encode(body)
+    read = emulator._decode_body(text, RECORDS_AS_TEXT)
+    if isinstance(read, dict) and isinstance(read.get("records"), msgspec.Raw):
+        read = {**read, "records": _decode(read["records"])}
+    assert read == _decode(text)
+
+
+def test_routes_store_the_same_rows_with_and_without_the_fast_paths(
+        api: Api, server: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over HTTP: the rows and answers of the fast paths are those of the exact way."""
+    columns = [*COLUMNS[:4], {**COLUMNS[4], "input_formats": ["yyyy-MM-dd HH:mm:ss.SSSXXX"]},
+               {**COLUMNS[5], "input_formats": ["yyyy-MM-dd"]}]
+    records = [[i, f"n{i} é", f"{i}.50", i % 2 == 0, f"2024-02-{i % 28 + 1:02d} "
+                f"0{i % 10}:04:05.{i:03d}Z", f"0999-12-{i % 31 + 1:02d}"] for i in range(50)]
+    records = [[_D(v) if j == 2 else v for j, v in enumerate(r)] for r in records]
+    data = "".join(f'{r[0]},"{r[1]}",{r[2]},{str(r[3]).lower()},{r[4]},{r[5]}\n'
+                   for r in records) + "51,,,,,\n"
+
+    def load(table: str) -> tuple[Any, Any, list[dict]]:
+        api.schema(table, columns)
+        batch = api.ok("POST", "ingestion/batch", {"db_name": "shop", "tbl_name": table,
+                                                   "records": json.loads(_encode(records))})
+        csv_answer = api.ok("POST", "ingestion/csv", {"db_name": "shop", "tbl_name": table,
+                                                      "data": data})
+        return batch, csv_answer, api.rows(table, server)
+
+    calls = []
+    monkeypatch.setattr(emulator, "batch_rows_fast",
+                        lambda *a: calls.append(1) or batch_rows_fast(*a))
+    fast = load("fast")
+    assert calls and fast[1] == {"succeed": True, "row_inserted": 51}
+    monkeypatch.setattr(emulator, "batch_rows_fast", lambda *a: None)
+    monkeypatch.setattr(emulator, "_CSV_COLUMNS", {})
+    exact = load("exact")
+    assert fast == exact
+    assert fast[2][0] == {"id": 0, "name": "n0 é", "amount": 0.5, "ok": True,
+                          "at": "2024-02-01 00:04:05.000", "day": "0999-12-01"}
