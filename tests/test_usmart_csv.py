@@ -24,15 +24,12 @@ from hypothesis import strategies as st
 from target_core.columns import Column, ColumnType
 from target_core.conversions import exact_number
 from target_core.formats import FormatWriter
-from target_usmart import sandbox as usmart_sandbox
 from target_usmart.ingest_csv import IngestCsvWriter, iso_datetime
 from target_usmart.sandbox import (
-    CsvError,
     csv_records,
     decode_cell,
     infer_type,
     parse_csv,
-    scan_csv,
 )
 
 T = ColumnType
@@ -354,68 +351,3 @@ def test_the_format_writer_interface(tmp_path: Path) -> None:
     path = writer.finish()
     assert path.read_bytes() == b"n,at\r\n1,\r\n2,\r\n3,\r\n4,2024-01-02T03:04:05Z\r\n"
     assert writer.size == path.stat().st_size
-
-
-# -- registration's structural scan agrees with the full parse ----------------------------------
-
-_CSV_BYTES = st.lists(st.sampled_from(
-    [b"a", b"1", b"0.8", b"\xc3\xa9", b"\xff", b",", b'"', b'""', b"\r", b"\n", b"\r\n",
-     b"\xef\xbb\xbf", b"true", b" "]), max_size=40).map(b"".join)
-
-
-def _verdict(read: Any, path: Path) -> Any:
-    try:
-        parsed = read(path)
-    except (CsvError, UnicodeDecodeError) as exc:
-        return type(exc).__name__, str(exc)
-    return parsed.columns, parsed.rows, parsed.stopped_at_blank_row
-
-
-@PROPERTY
-@given(data=_CSV_BYTES, chunk=st.sampled_from([1, 2, 3, 5, 8, 1 << 20]))
-def test_the_registration_scan_judges_as_the_full_parse(
-    tmp_path: Path, data: bytes, chunk: int
-) -> None:
-    """`scan_csv` (file:create's check: one regex per well-formed record, whatever the chunk
-    boundaries) accepts, counts, types and refuses exactly as `parse_csv`."""
-    path = tmp_path / "x.csv"
-    path.write_bytes(data)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(usmart_sandbox, "SCAN_CHUNK", chunk)
-        assert _verdict(scan_csv, path) == _verdict(parse_csv, path), data
-    if not isinstance(_verdict(parse_csv, path)[0], str):
-        assert scan_csv(path).type_conflicts in (None, parse_csv(path).type_conflicts)
-
-
-def test_the_registration_scan_reads_a_big_file_a_chunk_at_a_time(tmp_path: Path) -> None:
-    path = tmp_path / "x.csv"
-    record = b'1,"a ""b""\r\nc",0.8\r\n'
-    path.write_bytes(b"id,note,ratio\n" + record * 5000 + b"\n" + b"x\r\n")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(usmart_sandbox, "SCAN_CHUNK", 1000)
-        scanned = scan_csv(path)
-    assert (scanned.rows, scanned.stopped_at_blank_row, scanned.type_conflicts) == (
-        5000, 5001, None)  # the fast path ran: the full parse would have counted conflicts
-    assert [c["type"] for c in scanned.columns] == ["number", "text", "number"]
-
-
-def _python_says_utf8(data: bytes) -> bool:
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-_UTF8_EDGES = [b"", b"plain", b"\xc3\xa9", b"\xe6\x97\xa5", b"\xf0\x9f\x98\x80", b"\xef\xbb\xbf",
-               b"\xff", b"\xc3", b"a\xc3", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80",
-               b"\xed\x9f\xbf", b"\xf4\x8f\xbf\xbf", b"\xf4\x90\x80\x80", b"\xf8\x88\x80\x80\x80",
-               b"\x80", b"\xe6\x97", b"\x00"]
-
-
-@PROPERTY
-@given(data=st.lists(st.sampled_from(_UTF8_EDGES), max_size=6).map(b"".join)
-       | st.binary(max_size=64))
-def test_the_scans_utf8_check_judges_as_pythons_decoder(data: bytes) -> None:
-    """The registration scan checks UTF-8 with Arrow's validator; its verdict is Python's."""
-    assert usmart_sandbox._valid_utf8(data) == _python_says_utf8(data), data

@@ -75,7 +75,7 @@ class UsmartApi:
         assert put.headers["ETag"].startswith('"')
         return {**signed, "fileSize": len(data)}
 
-    def create(self, text: str, name: str = "orders.csv") -> str:
+    def create(self, text: str | bytes, name: str = "orders.csv") -> str:
         upload = self.upload(text, name)
         return self.ok("file:create", {"datasetGUID": SANDBOX_DATASET, "fileName": name,
                                        "reference": upload["reference"],
@@ -288,14 +288,20 @@ def test_types_come_from_the_first_row(api: UsmartApi) -> None:
     ]
 
 
-def test_files_uSmart_cannot_read_are_refused_at_registration(api: UsmartApi) -> None:
+def test_files_uSmart_cannot_read_are_registered_and_serve_no_rows(api: UsmartApi) -> None:
+    """Registration keeps the file; uSmart's ingest (when the data is first read) says why it
+    cannot read it, and serves nothing from it."""
     for text, problem in (("a,b\r\n1\r\n", "has 1 fields"), ("", "no header"),
                           ('a\r\n"open\r\n', "inside a quoted field"),
-                          ('a\r\nx"y"\r\n', "quote inside an unquoted field")):
-        upload = api.upload(text)
-        response = api.action("file:create", {"datasetGUID": SANDBOX_DATASET,
-                                              "fileName": "x.csv", **upload})
-        assert response.status_code == 400 and problem in response.text, (text, response.text)
+                          ('a\r\nx"y"\r\n', "quote inside an unquoted field"),
+                          (b"a\r\n\xff\r\n", "can't decode")):
+        file_guid = api.create(text)
+        [revision] = api.state()["datasets"][SANDBOX_DATASET]["files"][file_guid]["revisions"]
+        assert revision["rows"] == 0 and problem in revision["unreadable"], (text, revision)
+        assert api.read(file_guid) == []
+    good = api.create("a\r\n1\r\n")
+    [revision] = api.state()["datasets"][SANDBOX_DATASET]["files"][good]["revisions"]
+    assert (revision["rows"], revision["unreadable"]) == (1, None)
     upload = api.upload("a\r\n1\r\n")
     wrong_size = api.action("file:create", {"datasetGUID": SANDBOX_DATASET, "fileName": "x.csv",
                                             "reference": upload["reference"], "fileSize": 1})
@@ -304,7 +310,6 @@ def test_files_uSmart_cannot_read_are_refused_at_registration(api: UsmartApi) ->
                                                 "fileName": "x.csv", "fileSize": 4,
                                                 "reference": "uploads/nothing/x.csv"})
     assert never_uploaded.status_code == 400
-    assert api.state()["datasets"][SANDBOX_DATASET]["files"] == {}
 
 
 # -- the read route's paging ---------------------------------------------------------------------
