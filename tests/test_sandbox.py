@@ -488,10 +488,15 @@ def test_cli_serve_with_fault_then_show_and_reset(tmp_path: Path) -> None:
     assert json.loads(shown.stdout)["graphitenote"]["datasets"][SANDBOX_DATASET_CODE]["rows"] == []
 
 
-def _show(data_dir: Path, *args: str) -> dict:
+def _shown(data_dir: Path, *args: str) -> dict:
+    """What `target-sandbox show` prints, every platform."""
     shown = subprocess.run([_script("target-sandbox"), "show", "--data-dir", str(data_dir),
                             *args], capture_output=True, text=True, check=True)
-    return json.loads(shown.stdout)["graphitenote"]["datasets"]
+    return json.loads(shown.stdout)
+
+
+def _show(data_dir: Path, *args: str) -> dict:
+    return _shown(data_dir, *args)["graphitenote"]["datasets"]
 
 
 def test_cli_show_prints_20_rows_per_dataset_unless_told_and_filters(tmp_path: Path) -> None:
@@ -514,21 +519,15 @@ def test_cli_show_prints_20_rows_per_dataset_unless_told_and_filters(tmp_path: P
 def test_cli_show_dataset_filters_every_platform_by_name(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    whole = json.loads(subprocess.run(
-        [_script("target-sandbox"), "show", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=True).stdout)
+    whole = _shown(data_dir)
     assert set(whole["datatile"]["databases"]) == {"sandbox-database"}
     assert set(whole["usmart"]["datasets"]) == {"sandbox-dataset"}
-    shown = json.loads(subprocess.run(
-        [_script("target-sandbox"), "show", "--data-dir", str(data_dir),
-         "--dataset", "sandbox-database"], capture_output=True, text=True, check=True).stdout)
+    shown = _shown(data_dir, "--dataset", "sandbox-database")
     assert set(shown["datatile"]["databases"]) == {"sandbox-database"}
     assert shown["usmart"]["datasets"] == {}
     assert shown["graphitenote"]["datasets"] == {}
     assert shown["datatile"]["folders"] == whole["datatile"]["folders"]  # not a named place
-    shown = json.loads(subprocess.run(
-        [_script("target-sandbox"), "show", "--data-dir", str(data_dir),
-         "--dataset", "sandbox-dataset"], capture_output=True, text=True, check=True).stdout)
+    shown = _shown(data_dir, "--dataset", "sandbox-dataset")
     assert set(shown["usmart"]["datasets"]) == {"sandbox-dataset"}
     assert shown["datatile"]["databases"] == {}
     assert shown["datainsider"]["databases"] == {}
