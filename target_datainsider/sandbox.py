@@ -91,7 +91,7 @@ import pyarrow.parquet as pq
 
 from target_core.sandbox.emulator import ApiError, Reply, Request, Routes
 from target_core.sandbox.store import Store
-from target_datainsider.sink import normalize_name
+from target_datainsider.names import normalize_name
 
 SANDBOX_API_KEY = "di-sandbox-key"
 SANDBOX_READONLY_KEY = "di-sandbox-readonly-key"

@@ -61,6 +61,7 @@ from target_core.http import MultipartFile
 from target_core.rows import Converter
 from target_core.sink import Acknowledged, CoreSink, RowSink, SinkParts
 from target_datainsider.client import PLATFORM, SYNC_TYPES, DataInsiderClient, LakeClient
+from target_datainsider.names import normalize_name
 
 CLASS_NAMES: dict[ColumnType, str] = {
     ColumnType.INTEGER: "int64",
@@ -81,24 +82,9 @@ REQUEST_BYTES = 4 * 1024 * 1024
 """What a batch's request aims at (bytes as sent): room below the limit for a batch whose
 rows are larger than the ones before it."""
 
-_VIETNAMESE = str.maketrans(
-    "àáạảãâầấậẩẫăằắặẳẵèéẹẻẽêềếệểễìíịỉĩòóọỏõôồốộổỗơờớợởỡùúụủũưừứựửữỳýỵỷỹđ"
-    "ÀÁẠẢÃÂẤẦẨẪẬĂẮẰẲẴẶÉÈẺẼẸÊẾỀỂỄỆÍÌỈĨỊÓÒỎÕỌÔỐỒỔỖỘƠỚỜỞỠỢÚÙỦŨỤƯỨỪỬỮỰÝỲỶỸỴĐ",
-    "aaaaaaaaaaaaaaaaaeeeeeeeeeeeiiiiiooooooooooooooooouuuuuuuuuuuyyyyyd"
-    "AAAAAAAAAAAAAAAAAEEEEEEEEEEEIIIIIOOOOOOOOOOOOOOOOOUUUUUUUUUUUYYYYYD",
-)
-_NOT_ALNUM = re.compile(r"[^a-zA-Z0-9]+")
 _FRACTION = re.compile(r"\.([0-9]+)")
 _parse_datetime = dt.datetime.fromisoformat
 _UTC_ENDS = frozenset({"Z", "+00:00"})
-
-
-def normalize_name(name: str) -> str:
-    """DataInsider's own rule (`ClickHouseUtils.normalizeString`, server HEAD): Vietnamese
-    letters lose their marks (only those: `ü` is not folded), the text is trimmed, every run
-    of characters other than ASCII letters and digits becomes one `_`."""
-    trimmed = name.translate(_VIETNAMESE).strip("".join(map(chr, range(33))))
-    return re.sub("_+", "_", _NOT_ALNUM.sub("_", trimmed))
 
 
 def utc_datetime_ms_text(value: Any) -> str | None:

@@ -23,8 +23,8 @@ from singer_sdk.testing import get_target_test_class
 
 from target_core.columns import identifier
 from target_core.sandbox import SandboxServer
+from target_datainsider.names import normalize_name
 from target_datainsider.sandbox import SANDBOX_API_KEY
-from target_datainsider.sink import normalize_name
 from target_datainsider.target import TargetDataInsider
 from target_datatile.sandbox import SANDBOX_FOLDER as DT_FOLDER
 from target_datatile.sandbox import SANDBOX_TOKEN as DT_TOKEN
