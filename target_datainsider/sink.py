@@ -59,7 +59,7 @@ from target_core.filesink import FileLoad, FinishedFile
 from target_core.formats import FormatWriter
 from target_core.http import MultipartFile
 from target_core.rows import Converter
-from target_core.sink import Acknowledged, CoreSink, RowSink, SinkParts
+from target_core.sink import Acknowledged, CoreSink, SinkParts
 from target_datainsider.client import PLATFORM, SYNC_TYPES, DataInsiderClient, LakeClient
 from target_datainsider.names import normalize_name
 
@@ -514,7 +514,7 @@ class DataInsiderSink(CoreSink):
         if not self.rows:
             self.first_line = line
         self.last_line = line
-        return RowSink.add(self, record)
+        return super().add(record)
 
     def process_record(self, record: dict, context: dict | None) -> None:
         line = self.input_lines.line_number
@@ -566,7 +566,8 @@ class DataInsiderSink(CoreSink):
 
     def _halves(self, call: Call) -> tuple[Call, Call]:
         """A refused call's rows as two calls, taken back out of its body (the rows were let
-        go once packed): whole records, or whole CSV records, moved as they are."""
+        go once packed): whole records moved as they are, or the CSV records read back and
+        written again (every cell then quoted: the CSV route reads the same text)."""
         client, load = self.parts.client, self.load
         half = call.rows // 2
         if call.csv:
