@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from singer_sdk import Sink, Target
 from singer_sdk.exceptions import (
@@ -65,6 +65,9 @@ from target_core.reader import SingerLineReader, StopReading, describe_missing_s
 from target_core.redaction import REDACTOR, install_log_redaction
 from target_core.sink import RowSink, SinkParts
 from target_core.uploads import Uploader
+
+if TYPE_CHECKING:
+    from target_core.http import ApiSession
 
 _AGE_CHECK_EVERY = 1000
 USER_ERRORS = (TargetError, FatalSyncError, InvalidInputLine, InvalidRecord, InvalidJSONSchema,
@@ -287,10 +290,18 @@ class CoreTarget(Target):
 
     # -- progress ----------------------------------------------------------------------
 
+    def client_session(self) -> ApiSession | None:
+        """The session of the platform's client, once the client exists: its counts feed
+        `api_stats`."""
+        return None
+
     def api_stats(self) -> tuple[int, float]:
-        """(calls made so far, seconds waited for the rate limit); platforms that call an
-        API say; by default each batch is one call and nothing waits."""
-        return sum(s.batches for s in self.stream_stats.values()), 0.0
+        """(calls made so far, seconds waited for the rate limit), from the `client_session`;
+        without one, each batch counts as one call and nothing waits."""
+        session = self.client_session()
+        if session is None:
+            return sum(s.batches for s in self.stream_stats.values()), 0.0
+        return session.calls, session.rate_limiter.waited_total
 
     def acknowledged(self, stream: str, number: int, rows: int, seconds: float) -> None:
         """A batch landed (sender thread): count it and say so, with the run's progress."""

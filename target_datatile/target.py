@@ -11,7 +11,7 @@ from singer_sdk import typing as th
 from target_core.errors import ConfigError
 from target_core.filesink import FileLoad
 from target_core.filetarget import FileTarget
-from target_core.http import check_url
+from target_core.http import ApiSession, check_url
 from target_core.settings import (
     api_session,
     check_connection_settings,
@@ -187,11 +187,8 @@ class TargetDataTile(FileTarget):
         return DataTileLoad(stream, self.client, self.databases.place(stream), self.databases,
                             options, self.acknowledged)
 
-    def api_stats(self) -> tuple[int, float]:
-        if self._client is None:
-            return 0, 0.0
-        session = self._client.session
-        return session.calls, session.rate_limiter.waited_total
+    def client_session(self) -> ApiSession | None:
+        return self._client.session if self._client is not None else None
 
 
 def main() -> None:

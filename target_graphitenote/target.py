@@ -8,6 +8,7 @@ from singer_sdk import typing as th
 
 from target_core.budget import BatchBudget
 from target_core.errors import ConfigError
+from target_core.http import ApiSession
 from target_core.settings import (
     LOAD_METHODS,
     api_session,
@@ -143,11 +144,8 @@ class TargetGraphiteNote(CoreTarget):
             self._client = GraphiteNoteClient(session, self.config["user_code"])
         return self._client
 
-    def api_stats(self) -> tuple[int, float]:
-        if self._client is None:
-            return 0, 0.0
-        session = self._client.session
-        return session.calls, session.rate_limiter.waited_total
+    def client_session(self) -> ApiSession | None:
+        return self._client.session if self._client is not None else None
 
     @property
     def datasets(self) -> DatasetRegistry:

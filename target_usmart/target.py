@@ -12,6 +12,7 @@ from singer_sdk import typing as th
 from target_core.errors import ConfigError
 from target_core.filesink import FileLoad
 from target_core.filetarget import FileTarget
+from target_core.http import ApiSession
 from target_core.settings import (
     api_session,
     check_connection_settings,
@@ -174,11 +175,8 @@ class TargetUsmart(FileTarget):
                                         url_attempts=config["signed_url_attempts"])
         return self._client
 
-    def api_stats(self) -> tuple[int, float]:
-        if self._client is None:
-            return 0, 0.0
-        session = self._client.session
-        return session.calls, session.rate_limiter.waited_total
+    def client_session(self) -> ApiSession | None:
+        return self._client.session if self._client is not None else None
 
     def destination(self, stream: str) -> Destination:
         """Where a stream lands, from the settings (no call is made)."""
