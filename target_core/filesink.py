@@ -152,6 +152,10 @@ def merge_columns(known: Sequence[Column], incoming: Sequence[Column],
 class StreamFile:
     """One stream's files in this run, shared by the stream's sinks (SCHEMA changes)."""
 
+    progress_rows: ClassVar[int] = 100_000
+    """A progress line each time this many more rows are in the stream's files: a file
+    platform confirms only at the end, and a long stream should not look stuck until then."""
+
     def __init__(self, stream: str, load: FileLoad, directory: Path,
                  checkpoint: Checkpoint) -> None:
         self.stream = stream
@@ -168,6 +172,8 @@ class StreamFile:
         self._keys: dict[int, object] = {}  # file number -> its records' key, until uploaded
         self.files: list[FinishedFile] = []
         """Finished files (packer), uploaded in order (sender)."""
+        self._rows_written = 0  # packer
+        self._started = time.monotonic()
 
     # main thread ---------------------------------------------------------------------
 
@@ -190,10 +196,21 @@ class StreamFile:
                                                  columns)
         self._checkpoint.move(token, self._part)  # the file now holds these records
         self._writer.write_rows(rows)
+        self._log_progress(len(rows))
         limit = self.load.max_file_bytes
         if limit is not None and self._writer.size >= limit:
             done.append(self._finish_current())
         return done
+
+    def _log_progress(self, rows: int) -> None:
+        before, self._rows_written = self._rows_written, self._rows_written + rows
+        if before // self.progress_rows == self._rows_written // self.progress_rows:
+            return
+        assert self._writer is not None
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        logger.info("Stream '%s': %d rows written so far (file %d: %d rows, %d bytes on disk), "
+                    "%.0f rows/s", self.stream, self._rows_written, len(self.files) + 1,
+                    self._writer.rows, self._writer.size, self._rows_written / elapsed)
 
     def finish_last(self) -> list[FinishedFile]:
         """End of input: the current file, complete."""

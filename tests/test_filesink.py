@@ -12,6 +12,7 @@ emulator built from the sandbox kit, over real HTTP on loopback.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -291,8 +292,8 @@ def test_a_signal_keeps_confirmed_files_and_resumes_without_loss(
     assert all(i > last for i, n in Counter(everything).items() if n > 1)
 
 
-def _peak_rss_mib(tmp_path: Path, config: dict, records: int) -> float:
-    """Run the target on `records` records; its peak RSS (MiB) from the kernel."""
+def _peak_rss_mib(tmp_path: Path, config: dict, records: int) -> tuple[float, str]:
+    """Run the target on `records` records: its peak RSS (MiB) from the kernel, and its log."""
     source = tmp_path / f"input-{records}.jsonl"
     with source.open("wb") as out:
         out.write(lines([schema("big", {"id": {"type": "integer"},
@@ -313,7 +314,7 @@ def _peak_rss_mib(tmp_path: Path, config: dict, records: int) -> float:
                              stdin=stdin, capture_output=True, check=False)
     assert run.returncode == 0, run.stderr.decode()[-2000:]
     assert json.loads(run.stdout.splitlines()[-1]) == {"last_id": records}
-    return int(report.read_text()) / 1024  # KiB on Linux
+    return int(report.read_text()) / 1024, run.stderr.decode()  # KiB on Linux
 
 
 # A process's ru_maxrss counts the memory of whatever it was forked from (pytest, with the
@@ -330,10 +331,16 @@ sys.exit(os.waitstatus_to_exitcode(status))
 def test_memory_stays_flat_at_a_million_rows(tmp_path: Path, files: Files,
                                              config: dict) -> None:
     files.settings(max_body_bytes=256 * 1024 * 1024)
-    small = _peak_rss_mib(tmp_path, config, 100_000)
+    small, _ = _peak_rss_mib(tmp_path, config, 100_000)
     assert files.streams()["big"]["row_count"] == 100_000
-    large = _peak_rss_mib(tmp_path, config, 1_000_000)
+    large, log = _peak_rss_mib(tmp_path, config, 1_000_000)
     landed = files.streams()["big"]
     assert landed["row_count"] == 1_100_000
     print(f"peak RSS: {small:.0f} MiB at 100k rows, {large:.0f} MiB at 1M rows")
     assert large <= small * 1.10, f"{small:.0f} MiB at 100k, {large:.0f} MiB at 1M rows"
+    # a long stream says how far it got while its one file is written (confirmed only at
+    # the end): a line each 100,000 rows
+    progress = re.findall(r"Stream 'big': (\d+) rows written so far \(file 1: (\d+) rows, "
+                          r"\d+ bytes on disk\), \d+ rows/s", log)
+    assert [int(rows) for rows, _ in progress] == list(range(100_000, 1_000_001, 100_000)), log
+    assert all(total == in_file for total, in_file in progress)
