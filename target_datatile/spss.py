@@ -278,10 +278,12 @@ def write_spss_file(
     batches: Iterable[pa.RecordBatch | Sequence[Sequence[Any]]],
     *,
     compression: Compression = "zlib",
+    zsav_block_size: int = BLOCK_SIZE,
 ) -> Path:
     """The whole file from batches of rows (a spool read back); no partial file is left
     behind when a batch fails or the run is interrupted."""
-    writer = SpssFileWriter(path, columns, facts, compression=compression)
+    writer = SpssFileWriter(path, columns, facts, compression=compression,
+                            zsav_block_size=zsav_block_size)
     try:
         for batch in batches:
             writer.write_batch(batch)

@@ -122,8 +122,16 @@ class ZsavStream(io.RawIOBase):
         self._received += size
         if self._discarding:
             return size
+        try:
+            self._take(view)
+        except BaseException:
+            self._discarding = True  # nothing more is written; close() removes the file
+            raise
+        return size
+
+    def _take(self, view: memoryview) -> None:
         if self._dictionary is not None:
-            take = min(size, self._dictionary_bytes - len(self._dictionary))
+            take = min(len(view), self._dictionary_bytes - len(self._dictionary))
             self._dictionary += view[:take]
             view = view[take:]
             if len(self._dictionary) == self._dictionary_bytes:
@@ -134,7 +142,6 @@ class ZsavStream(io.RawIOBase):
             while len(self._pending) >= self.block_size:
                 self._compress(bytes(self._pending[:self.block_size]))
                 del self._pending[:self.block_size]
-        return size
 
     def _start_data(self, dictionary: bytearray) -> None:
         """Check the header and the end of the dictionary, make it a .zsav's, write it and

@@ -421,5 +421,5 @@ def test_every_setting_is_documented_with_the_assumed_ones_marked() -> None:
         assert properties[name]["description"].startswith("[assumed]"), name
         assert "default" in properties[name], name
     assert properties["token"].get("secret") is True
-    assert properties["file_format"]["default"] == "sav"
+    assert properties["file_format"]["default"] == "zsav"
     assert all(spec.get("description") for spec in properties.values())
