@@ -4,25 +4,23 @@ blocks as it arrives.
 A .zsav is a .sav whose data section (SPSS's bytecode-compressed rows) is compressed again,
 in independent zlib blocks, between a *zheader* (three offsets, before the blocks) and a
 *ztrailer* (the block index, after them). ReadStat writes .zsav files itself, but keeps every
-compressed block in memory until the file is closed; its source says why
-(``zsav_write_compressed_row`` in ``src/spss/readstat_zsav_write.c``):
+compressed block in memory until the file is closed. Its source says why, in a comment of
+``zsav_write_compressed_row`` (``src/spss/readstat_zsav_write.c``): since SPSS compresses
+twice (bytecode, then zlib), the block count is not known in advance, so "we have to build up
+the file in memory until we know the final block count". Its writer only appends, and the
+zheader (before the data) holds the ztrailer's offset, known only at the end.
 
-    "Kind of frustrating that SPSS does double compression. If they just z-compressed the
-    uncompressed data, we could calculate the block count in advance and write out the file
-    in a streaming manner. As things stand we have to build up the file in memory until we
-    know the final block count."
-
-Its writer only appends; the zheader (before the data) holds the ztrailer's offset, known at
-the end. We write to a real, seekable file, so :class:`ZsavStream` writes a placeholder
-zheader, the blocks as they are compressed, the ztrailer, and then seeks back to patch the
-zheader. Peak memory is a few blocks, whatever the stream's length.
+We write to a real, seekable file, so :class:`ZsavStream` writes a placeholder zheader, the
+blocks as they are compressed, the ztrailer, and then seeks back to patch the zheader. Peak
+memory is a few megabytes queued for the deflate, whatever the stream's length.
 
 The SPSS format is still the library's: readstat-arrow's ``SavWriter`` (ReadStat) writes a
 bytecode-compressed .sav into this object (``compression="rows"``). This module changes only
 what ReadStat's own .zsav writer changes (``$FL3`` and the compression field 2 in the header)
 and wraps the data section, byte for byte, as ReadStat does: blocks of its uncompressed block
-size, each one zlib stream, and the same zheader / ztrailer fields. Only the zlib level
-differs (ReadStat's is zlib's default, 6): any level decompresses to the same bytes.
+size, each one zlib stream, and the same zheader / ztrailer fields. Only the deflate
+differs: ISA-L's (``isal``, zlib-format streams) at level 1 where ReadStat uses zlib's
+default level 6; any zlib reader inflates both to the same bytes.
 
 Where the dictionary ends is not announced in the stream (ReadStat writes the header and the
 dictionary with the first row), so :func:`dictionary_length` writes a zero-row .sav with the
@@ -34,20 +32,22 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
 import readstat_arrow
+from isal import isal_zlib
 
 BLOCK_SIZE = 0x3FF000
 """ReadStat's uncompressed block size (``zsav_ctx_init``): 4,190,208 bytes."""
 
 LEVEL = 1
-"""zlib level 1: on the 45 MB data section of the 200k benchmark stream 0.31 s on one thread
-(12.4 MB out), level 6 0.94 s (9.7 MB)."""
+"""ISA-L's level 1 (it has 0-3). On the 45 MB data section of the 200k benchmark stream, one
+thread, 4 MB blocks fed a megabyte at a time: ISA-L level 1 0.076 s (11.9 MB out), level 3
+0.17 s (11.5 MB); zlib level 1 0.30 s (12.4 MB), level 6 0.90 s (9.7 MB). At 0.076 s the
+deflate keeps up with ReadStat's row loop (about 0.2 s) on the other core; zlib's did not."""
 
 BUFFER_SIZE = 1 << 20
 """What the ``io.BufferedWriter`` in front of the stream gathers: ReadStat writes once per row
@@ -80,15 +80,17 @@ class ZsavStream(io.RawIOBase):
     """The raw file object readstat-arrow writes a bytecode .sav into; ``path`` gets the
     .zsav. Put an ``io.BufferedWriter`` in front of it (:func:`open_zsav`).
 
-    ``dictionary_bytes`` is where the data section starts (:func:`dictionary_length`). Data
-    is cut into ``block_size`` blocks, each compressed on one of ``threads`` worker threads
-    (zlib releases the GIL), at most ``threads + 1`` blocks in flight, written in order.
-    :meth:`close` writes the last block and the ztrailer and patches the zheader;
+    ``dictionary_bytes`` is where the data section starts (:func:`dictionary_length`). The
+    data is cut into ``block_size`` blocks, each one zlib stream. The pieces that arrive (a
+    buffer's worth) are compressed and written in order by one worker thread (ISA-L and file
+    writes release the GIL, so it runs beside ReadStat's row loop), at most ``in_flight`` of
+    them queued: memory holds a few pieces and one deflate state, never a whole block.
+    :meth:`close` finishes the last block, writes the ztrailer and patches the zheader;
     :meth:`discard` makes :meth:`close` drop everything and remove the file instead.
     """
 
     def __init__(self, path: Path | str, dictionary_bytes: int, *,
-                 block_size: int = BLOCK_SIZE, level: int = LEVEL, threads: int = 2) -> None:
+                 block_size: int = BLOCK_SIZE, level: int = LEVEL, in_flight: int = 2) -> None:
         super().__init__()
         if dictionary_bytes < _HEADER_BYTES + 8:
             raise ValueError(f"a .sav dictionary is longer than {dictionary_bytes} bytes")
@@ -96,17 +98,20 @@ class ZsavStream(io.RawIOBase):
         self.block_size = block_size
         self.level = level
         self.blocks: list[tuple[int, int]] = []
-        """(uncompressed, compressed) size of each block written so far."""
+        """(uncompressed, compressed) size of each finished block (the worker's)."""
         self._dictionary_bytes = dictionary_bytes
         self._dictionary: bytearray | None = bytearray()
         """Header and dictionary as they arrive (None once written)."""
         self._order = "<"
-        self._pending = bytearray()
-        self._in_flight: deque[tuple[int, Future[bytes]]] = deque()
-        self._max_in_flight = threads + 1
+        self._filled = 0
+        """Bytes handed to the worker for the current block."""
+        self._queued: deque[Future[None]] = deque()
+        self._in_flight = in_flight
         self._received = 0
         self._discarding = False
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="zsav")
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="zsav")
+        self._deflater = isal_zlib.compressobj(level)  # a zlib stream per block
+        self._block_in = self._block_out = 0
         self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
 
     def writable(self) -> bool:
@@ -137,11 +142,14 @@ class ZsavStream(io.RawIOBase):
             if len(self._dictionary) == self._dictionary_bytes:
                 self._start_data(self._dictionary)
                 self._dictionary = None
-        if view:
-            self._pending += view
-            while len(self._pending) >= self.block_size:
-                self._compress(bytes(self._pending[:self.block_size]))
-                del self._pending[:self.block_size]
+        while view:
+            take = min(len(view), self.block_size - self._filled)
+            self._filled += take
+            ends_block = self._filled == self.block_size
+            self._queue(bytes(view[:take]), ends_block)  # a copy: the buffer is reused
+            view = view[take:]
+            if ends_block:
+                self._filled = 0
 
     def _start_data(self, dictionary: bytearray) -> None:
         """Check the header and the end of the dictionary, make it a .zsav's, write it and
@@ -165,17 +173,23 @@ class ZsavStream(io.RawIOBase):
         self._file.write(dictionary)
         self._file.write(bytes(24))  # the zheader, patched in close()
 
-    def _compress(self, block: bytes) -> None:
-        self._in_flight.append((len(block), self._pool.submit(zlib.compress, block,
-                                                              self.level)))
-        while len(self._in_flight) > self._max_in_flight:
-            self._write_oldest()
+    def _queue(self, piece: bytes, ends_block: bool) -> None:
+        self._queued.append(self._worker.submit(self._deflate, piece, ends_block))
+        while len(self._queued) > self._in_flight:
+            self._queued.popleft().result()  # waits; a worker's error is raised here
 
-    def _write_oldest(self) -> None:
-        size, future = self._in_flight.popleft()
-        compressed = future.result()
-        self._file.write(compressed)
-        self.blocks.append((size, len(compressed)))
+    def _deflate(self, piece: bytes, ends_block: bool) -> None:
+        """On the worker: compress a piece of the current block and write what came out."""
+        out = self._deflater.compress(piece)
+        if ends_block:
+            out += self._deflater.flush()
+        self._file.write(out)
+        self._block_in += len(piece)
+        self._block_out += len(out)
+        if ends_block:
+            self.blocks.append((self._block_in, self._block_out))
+            self._block_in = self._block_out = 0
+            self._deflater = isal_zlib.compressobj(self.level)
 
     def discard(self) -> None:
         """The file will not be finished: :meth:`close` removes it and writes nothing more."""
@@ -191,9 +205,8 @@ class ZsavStream(io.RawIOBase):
             self._discarding = True
             raise
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._in_flight.clear()
-            self._pending = bytearray()
+            self._worker.shutdown(wait=True, cancel_futures=True)
+            self._queued.clear()
             self._file.close()
             if self._discarding:
                 self.path.unlink(missing_ok=True)
@@ -203,10 +216,10 @@ class ZsavStream(io.RawIOBase):
         if self._dictionary is not None:
             raise ZsavError(f"the .sav stream ended after {self._received} bytes, inside "
                             f"its dictionary ({self._dictionary_bytes} bytes)")
-        if self._pending:
-            self._compress(bytes(self._pending))
-        while self._in_flight:
-            self._write_oldest()
+        if self._filled:
+            self._queue(b"", ends_block=True)
+        while self._queued:
+            self._queued.popleft().result()
         order, start = self._order, self._dictionary_bytes
         trailer = bytearray(struct.pack(order + "qqii", _ZTRAILER_BIAS, 0, self.block_size,
                                         len(self.blocks)))
