@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyreadstat
 import pytest
 import readstat_arrow
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from target_core.spool import string_widths
@@ -152,9 +152,10 @@ KINDS: dict[str, dict[str, Any]] = {
     "date-time": {"type": ["string", "null"], "format": "date-time"},
     "object": {"type": ["object", "null"]},
 }
-long_texts = st.builds(lambda char, n: char * n, st.sampled_from(["a", "é", "東", "🙂"]),
-                       st.sampled_from([0, 1, 8, 255, 256, 4_000, 8_191]))
-"""Up to 32,764 bytes (8,191 four-byte characters): SPSS's very long strings."""
+long_texts = st.builds(lambda char, size: char * (size // len(char.encode())),
+                       st.sampled_from(["a", "é", "東", "🙂"]),
+                       st.sampled_from([0, 1, 8, 255, 256, 4_000, 32_767]))
+"""Up to SPSS's 32,767 bytes (very long strings, in 252-byte segments)."""
 VALUES: dict[str, st.SearchStrategy[Any]] = {
     "integer": st.integers(-(2**53), 2**53),
     "number": st.floats(allow_nan=False, allow_infinity=False),
@@ -180,6 +181,9 @@ def tables(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                 HealthCheck.data_too_large])
 @given(tables(), st.sampled_from([64, 1000, BLOCK_SIZE]))
+@example(({"properties": {"s": KINDS["string"], "b": KINDS["boolean"], "e": KINDS["string"]}},
+          [{"s": "a" * 32_767, "b": True}, {"s": "🙂" * 8_191, "b": None, "e": None}]), 64)
+@example(({"properties": {"n": KINDS["number"]}}, []), BLOCK_SIZE)  # no rows: no block
 def test_our_zsav_reads_as_readstats_own_and_holds_its_bytecode(
         tmp_path_factory: pytest.TempPathFactory,
         table: tuple[dict[str, Any], list[dict[str, Any]]], block_size: int) -> None:
