@@ -96,6 +96,27 @@ def spss_schema(columns: Sequence[Column]) -> pa.Schema:
     return pa.schema([(v.name, _arrow_type(v)) for v in spss_variables(columns)])
 
 
+def spss_metadata(variables: Sequence[SpssVariable], facts: HeaderFacts) -> \
+        readstat_arrow.Metadata:
+    """What readstat-arrow writes in the dictionary: labels, formats, measures, value labels
+    and each string's storage width (at least 1 byte) from the measured ``facts``."""
+    return readstat_arrow.Metadata(
+        variable_labels={v.name: v.label for v in variables},
+        formats={v.name: v.format for v in variables if v.format},
+        measures={v.name: v.measure for v in variables},  # type: ignore[misc]
+        value_labels={
+            v.name: [{"value": value, "label": label} for value, label in v.value_labels]
+            for v in variables
+            if v.value_labels
+        },
+        storage_widths={
+            v.name: max(1, facts.string_widths.get(v.name, 0))
+            for v in variables
+            if v.is_string
+        },
+    )
+
+
 def temporal_array(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
     """ISO text (what the converters make) cast in one call; date/datetime objects too.
 
@@ -201,7 +222,7 @@ class SpssFileWriter:
         self.columns = list(columns)
         self.variables = spss_variables(self.columns)
         self.schema = spss_schema(self.columns)
-        self.metadata = self._metadata(facts)
+        self.metadata = spss_metadata(self.variables, facts)
         self._file: io.BufferedWriter | None = None
         self._zsav: ZsavStream | None = None
         where: Path | io.BufferedWriter = self.path
@@ -216,24 +237,6 @@ class SpssFileWriter:
         except BaseException:
             self._discard_zsav()
             raise
-
-    def _metadata(self, facts: HeaderFacts) -> readstat_arrow.Metadata:
-        variables = self.variables
-        return readstat_arrow.Metadata(
-            variable_labels={v.name: v.label for v in variables},
-            formats={v.name: v.format for v in variables if v.format},
-            measures={v.name: v.measure for v in variables},  # type: ignore[misc]
-            value_labels={
-                v.name: [{"value": value, "label": label} for value, label in v.value_labels]
-                for v in variables
-                if v.value_labels
-            },
-            storage_widths={
-                v.name: max(1, facts.string_widths.get(v.name, 0))
-                for v in variables
-                if v.is_string
-            },
-        )
 
     @property
     def rows_written(self) -> int:

@@ -26,12 +26,12 @@ from hypothesis import strategies as st
 from target_core.spool import string_widths
 from target_datatile.spss import (
     HeaderFacts,
-    SpssFileWriter,
+    spss_metadata,
     spss_record_batch,
     spss_schema,
     write_spss_file,
 )
-from target_datatile.variables import converter_for, datatile_columns
+from target_datatile.variables import converter_for, datatile_columns, spss_variables
 from target_datatile.zsav import (
     BLOCK_SIZE,
     BUFFER_SIZE,
@@ -116,9 +116,7 @@ def write_three(folder: Path, schema: dict[str, Any], records: list[dict[str, An
     ours = write_spss_file(folder / "ours.zsav", columns, facts,
                            [rows[i:i + batch_rows] for i in range(0, len(rows), batch_rows)],
                            zsav_block_size=block_size)
-    metadata = SpssFileWriter(folder / "probe.sav", columns, facts,
-                              compression="rows").metadata
-    (folder / "probe.sav").unlink()
+    metadata = spss_metadata(spss_variables(columns), facts)
     paths = [ours]
     for name, compression in (("readstat.zsav", "zlib"), ("readstat.sav", "rows")):
         with readstat_arrow.SavWriter(folder / name, arrow_schema, len(rows), metadata,
@@ -206,30 +204,40 @@ def test_our_zsav_reads_as_readstats_own_and_holds_its_bytecode(
 
 
 # the structure, at ReadStat's block size ---------------------------------------------------
-def wide_table(rows: int) -> tuple[list[Any], pa.RecordBatch]:
+@dataclass
+class Wide:
     """Numbers that bytecode cannot shorten and 40-byte texts: ~60 bytes a row."""
-    columns = datatile_columns({"properties": {"x": {"type": "number"},
-                                               "t": {"type": "string"}}})
-    batch = pa.RecordBatch.from_arrays(
-        [pa.array([i + 0.5 for i in range(rows)], pa.float64()),
-         pa.array([f"{i:040d}" for i in range(rows)], pa.string())],
-        schema=spss_schema(columns))
-    return columns, batch
+
+    rows: int
+
+    def __post_init__(self) -> None:
+        self.columns = datatile_columns({"properties": {"x": {"type": "number"},
+                                                        "t": {"type": "string"}}})
+        self.schema = spss_schema(self.columns)
+        self.batch = pa.RecordBatch.from_arrays(
+            [pa.array([i + 0.5 for i in range(self.rows)], pa.float64()),
+             pa.array([f"{i:040d}" for i in range(self.rows)], pa.string())],
+            schema=self.schema)
+        self.facts = HeaderFacts.from_widths(self.rows, self.columns,
+                                             string_widths(self.batch))
+        self.metadata = spss_metadata(spss_variables(self.columns), self.facts)
+
+    def readstat(self, where: Any, compression: str = "rows") -> readstat_arrow.SavWriter:
+        """ReadStat's own writer of this table."""
+        return readstat_arrow.SavWriter(where, self.schema, self.rows, self.metadata,
+                                        compression=compression)  # type: ignore[arg-type]
 
 
 def test_a_file_of_several_real_blocks_has_readstats_block_index(tmp_path: Path) -> None:
-    columns, batch = wide_table(150_000)
-    facts = HeaderFacts.from_widths(batch.num_rows, columns, string_widths(batch))
+    wide = Wide(150_000)
+    batch = wide.batch
     before = threading.active_count()
-    ours = write_spss_file(tmp_path / "big.zsav", columns, facts,
+    ours = write_spss_file(tmp_path / "big.zsav", wide.columns, wide.facts,
                            [batch.slice(i, 10_000) for i in range(0, batch.num_rows, 10_000)])
-    assert threading.active_count() == before  # the compressing threads are gone
-    writer = SpssFileWriter(tmp_path / "readstat.sav", columns, facts, compression="rows")
-    with readstat_arrow.SavWriter(tmp_path / "readstat.zsav", writer.schema, batch.num_rows,
-                                  writer.metadata, compression="zlib") as theirs:
+    assert threading.active_count() == before  # the compressing thread is gone
+    with wide.readstat(tmp_path / "readstat.zsav", "zlib") as theirs:
         theirs.write_batch(batch)
-    writer.abort()
-    start = dictionary_length(writer.schema, writer.metadata)
+    start = dictionary_length(wide.schema, wide.metadata)
     zsav = Zsav.parse(ours.read_bytes(), start)
     readstat = Zsav.parse((tmp_path / "readstat.zsav").read_bytes(), start)
     assert_consistent(zsav, start, BLOCK_SIZE)
@@ -253,15 +261,11 @@ def test_no_row_reaches_python_one_at_a_time(tmp_path: Path) -> None:
             calls.append(len(data))
             return super().write(data)
 
-    columns, batch = wide_table(50_000)
-    facts = HeaderFacts.from_widths(batch.num_rows, columns, string_widths(batch))
-    probe = SpssFileWriter(tmp_path / "probe.sav", columns, facts, compression="rows")
-    probe.abort()
-    stream = Counted(tmp_path / "c.zsav", dictionary_length(probe.schema, probe.metadata))
+    wide = Wide(50_000)
+    stream = Counted(tmp_path / "c.zsav", dictionary_length(wide.schema, wide.metadata))
     buffered = io.BufferedWriter(stream, buffer_size=BUFFER_SIZE)
-    with readstat_arrow.SavWriter(buffered, probe.schema, batch.num_rows, probe.metadata,
-                                  compression="rows") as writer:
-        writer.write_batch(batch)
+    with wide.readstat(buffered) as writer:
+        writer.write_batch(wide.batch)
     buffered.close()
     assert sum(calls) == stream.tell() > 2_000_000
     assert len(calls) <= sum(calls) // (BUFFER_SIZE // 2) + 2
@@ -272,18 +276,14 @@ def test_no_row_reaches_python_one_at_a_time(tmp_path: Path) -> None:
 
 # failures leave no file ---------------------------------------------------------------------
 def test_a_dictionary_that_does_not_end_where_expected_fails_loudly(tmp_path: Path) -> None:
-    columns, batch = wide_table(10)
-    facts = HeaderFacts.from_widths(batch.num_rows, columns, string_widths(batch))
-    probe = SpssFileWriter(tmp_path / "probe.sav", columns, facts, compression="rows")
-    probe.abort()
-    length = dictionary_length(probe.schema, probe.metadata)
+    wide = Wide(10)
+    length = dictionary_length(wide.schema, wide.metadata)
     for wrong in (length - 8, length + 8):
         path = tmp_path / f"wrong{wrong}.zsav"
         buffered, stream = open_zsav(path, wrong)
         with pytest.raises(ZsavError, match="dictionary"):
-            writer = readstat_arrow.SavWriter(buffered, probe.schema, batch.num_rows,
-                                              probe.metadata, compression="rows")
-            writer.write_batch(batch)
+            writer = wide.readstat(buffered)
+            writer.write_batch(wide.batch)
             writer.close()
             buffered.close()
         assert stream.closed
@@ -291,30 +291,25 @@ def test_a_dictionary_that_does_not_end_where_expected_fails_loudly(tmp_path: Pa
 
 
 def test_a_bytecode_sav_is_required(tmp_path: Path) -> None:
-    columns, batch = wide_table(3)
-    facts = HeaderFacts.from_widths(batch.num_rows, columns, string_widths(batch))
-    probe = SpssFileWriter(tmp_path / "probe.sav", columns, facts, compression="rows")
-    probe.abort()
-    buffered, _ = open_zsav(tmp_path / "x.zsav",
-                            dictionary_length(probe.schema, probe.metadata))
+    wide = Wide(3)
+    buffered, _ = open_zsav(tmp_path / "x.zsav", dictionary_length(wide.schema, wide.metadata))
     with pytest.raises(ZsavError, match="bytecode"):
-        with readstat_arrow.SavWriter(buffered, probe.schema, batch.num_rows, probe.metadata,
-                                      compression="none") as writer:
-            writer.write_batch(batch)
+        with wide.readstat(buffered, "none") as writer:
+            writer.write_batch(wide.batch)
         buffered.close()
     assert not (tmp_path / "x.zsav").exists()
 
 
 def test_a_write_cut_in_the_middle_leaves_no_file(tmp_path: Path) -> None:
-    columns, batch = wide_table(100_000)
-    facts = HeaderFacts.from_widths(batch.num_rows, columns, string_widths(batch))
+    wide = Wide(100_000)
     before = threading.active_count()
 
     def cut() -> Any:
-        yield batch.slice(0, 80_000)  # more than one block already compressed and written
+        yield wide.batch.slice(0, 80_000)  # many blocks already compressed and written
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        write_spss_file(tmp_path / "cut.zsav", columns, facts, cut(), zsav_block_size=4096)
+        write_spss_file(tmp_path / "cut.zsav", wide.columns, wide.facts, cut(),
+                        zsav_block_size=4096)
     assert not (tmp_path / "cut.zsav").exists()
     assert threading.active_count() == before
