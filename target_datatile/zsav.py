@@ -93,7 +93,8 @@ class ZsavStream(io.RawIOBase):
                  block_size: int = BLOCK_SIZE, level: int = LEVEL, in_flight: int = 2) -> None:
         super().__init__()
         if dictionary_bytes < _HEADER_BYTES + 8:
-            raise ValueError(f"a .sav dictionary is longer than {dictionary_bytes} bytes")
+            raise ValueError(f"{dictionary_bytes} bytes cannot hold a .sav header and "
+                             "dictionary")
         self.path = Path(path)
         self.block_size = block_size
         self.level = level
@@ -112,7 +113,7 @@ class ZsavStream(io.RawIOBase):
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="zsav")
         self._deflater = isal_zlib.compressobj(level)  # a zlib stream per block
         self._block_in = self._block_out = 0
-        self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
 
     def writable(self) -> bool:
         return True
