@@ -193,6 +193,10 @@ def test_our_zsav_reads_as_readstats_own_and_holds_its_bytecode(
     assert ours.data == files.readstat_sav[files.dictionary_bytes:]  # ReadStat's bytecode
     assert ours.data == theirs.data
     assert theirs.zheader[0] == files.dictionary_bytes  # where ReadStat's data starts too
+    if block_size == BLOCK_SIZE:  # ReadStat's blocks: the same index but for zlib's sizes
+        assert ours.trailer == theirs.trailer and ours.zheader[2] == theirs.zheader[2]
+        assert [(u, s) for u, _, s, _ in ours.entries] == \
+            [(u, s) for u, _, s, _ in theirs.entries]
 
     def masked(raw: bytes) -> bytes:
         return raw[:CREATION_TIME.start] + raw[CREATION_TIME.stop:files.dictionary_bytes]
