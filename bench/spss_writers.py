@@ -146,8 +146,8 @@ def write_pyreadstat(count: int, out: Path, chunk: int) -> dict[str, Any]:
 
 
 def write_readstat_arrow_sav(count: int, out: Path, chunk: int) -> dict[str, Any]:
-    """.sav with SPSS's bytecode compression: ReadStat streams it (a .zsav it keeps in memory
-    until the end, since the zlib block index precedes the blocks)."""
+    """.sav with SPSS's bytecode compression, which ReadStat streams (the .zsav is the same
+    bytecode, compressed in zlib blocks on the way to disk by `target_datatile.zsav`)."""
     return write_readstat_arrow(count, out, chunk, compression="rows")
 
 

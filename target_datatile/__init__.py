@@ -3,6 +3,7 @@ Collector API (create / reload / append), then the processing job is polled to i
 
 - `variables`: DataTile's rules for SPSS variables (names, labels, types, values).
 - `spss`: the row count and string widths measured while spooling; the .sav/.zsav writer.
+- `zsav`: a .zsav in flat memory: ReadStat's bytecode .sav, its data in zlib blocks.
 - `client`: the Data Collector API, one method per route.
 - `sandbox`: the emulator served by `target-sandbox` under `/datatile/api/v2`.
 """

@@ -3,7 +3,7 @@
 The core (`target_core.filesink`) spools the stream's rows, measures them, and at the end of
 the input hands over one finished file per stream. This module says:
 
-- which file: `file_format` `sav` / `zsav` (`spss.SavWriter` / `spss.SpssWriter`, values
+- which file: `file_format` `zsav` / `sav` (`spss.SpssWriter` / `spss.SavWriter`, values
   converted by `variables`) or `csv` (the core's `CsvWriter`);
 - what the variables are called: DataTile's name rule (`variables.variable_name`), made
   unique within 64 bytes by the core (`max_name_bytes`);
@@ -108,7 +108,7 @@ class DatabaseMap:
 class LoadOptions:
     """The settings every stream's load shares."""
 
-    file_format: str = "sav"
+    file_format: str = "zsav"
     wait_for_processing: bool = True
     poll_interval: float = 5.0
     processing_timeout: float = 3600.0

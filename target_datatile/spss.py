@@ -8,9 +8,10 @@ So a stream's file is made in two steps (:class:`SpssWriter`, a core ``SpooledWr
    32,767 bytes, naming stream, line and field);
 2. at the end, :class:`SpssFileWriter` gets those :class:`HeaderFacts`, then the rows from
    the spool in bounded chunks; each chunk becomes one Arrow record batch that
-   readstat-arrow's ``SavWriter`` appends, so memory depends on the chunk, not the stream
-   (except in a .zsav: ReadStat keeps its compressed blocks until the file is closed, see
-   docs/datatile.md).
+   readstat-arrow's ``SavWriter`` appends, so memory depends on the chunk, not the stream.
+   A .zsav is ReadStat's bytecode .sav, compressed into zlib blocks on the way to disk by
+   :mod:`target_datatile.zsav` (ReadStat's own .zsav writer keeps every block in memory until
+   the file is closed, see there).
 
 readstat-arrow (on the ReadStat C library) was chosen over pyreadstat, which writes only a
 whole data frame: docs/datatile.md has the measurements.
@@ -18,6 +19,7 @@ whole data frame: docs/datatile.md has the measurements.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,9 +49,17 @@ from target_datatile.variables import (
     is_string_column,
     spss_variables,
 )
+from target_datatile.zsav import (
+    BLOCK_SIZE,
+    ZsavError,
+    ZsavStream,
+    dictionary_length,
+    open_zsav,
+)
 
 Compression = Literal["zlib", "rows", "none"]
-"""``zlib`` makes a .zsav file (SPSS 21+), ``rows`` a bytecode-compressed .sav."""
+"""``zlib`` makes a .zsav file (SPSS 21+, written by :mod:`target_datatile.zsav` around
+ReadStat's ``rows``), ``rows`` a bytecode-compressed .sav."""
 
 
 @dataclass
@@ -84,6 +94,27 @@ def _arrow_type(variable: SpssVariable) -> pa.DataType:
 def spss_schema(columns: Sequence[Column]) -> pa.Schema:
     """The Arrow type each column's converted values take (and the writer reads)."""
     return pa.schema([(v.name, _arrow_type(v)) for v in spss_variables(columns)])
+
+
+def spss_metadata(variables: Sequence[SpssVariable], facts: HeaderFacts) -> \
+        readstat_arrow.Metadata:
+    """What readstat-arrow writes in the dictionary: labels, formats, measures, value labels
+    and each string's storage width (at least 1 byte) from the measured ``facts``."""
+    return readstat_arrow.Metadata(
+        variable_labels={v.name: v.label for v in variables},
+        formats={v.name: v.format for v in variables if v.format},
+        measures={v.name: v.measure for v in variables},  # type: ignore[misc]
+        value_labels={
+            v.name: [{"value": value, "label": label} for value, label in v.value_labels]
+            for v in variables
+            if v.value_labels
+        },
+        storage_widths={
+            v.name: max(1, facts.string_widths.get(v.name, 0))
+            for v in variables
+            if v.is_string
+        },
+    )
 
 
 def temporal_array(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
@@ -169,7 +200,13 @@ class SpssFileWriter:
     ``facts`` give the row count and string widths measured while spooling. Each
     :meth:`write_batch` takes rows as lists of converted values in column order (see
     :func:`target_datatile.variables.converter_for`). :meth:`close` finishes the file and
-    fails if fewer rows came than the header announced; :meth:`abort` removes the file.
+    fails if fewer rows came than the header announced; :meth:`abort` removes the file, as
+    does a :meth:`close` that fails.
+
+    A .zsav (``compression="zlib"``) is written in flat memory: ReadStat writes a bytecode
+    .sav into :mod:`target_datatile.zsav`'s stream, which compresses its data section in
+    blocks of ``zsav_block_size`` bytes (ReadStat's size unless a test wants several small
+    ones).
     """
 
     def __init__(
@@ -179,36 +216,27 @@ class SpssFileWriter:
         facts: HeaderFacts,
         *,
         compression: Compression = "zlib",
+        zsav_block_size: int = BLOCK_SIZE,
     ) -> None:
         self.path = Path(path)
         self.columns = list(columns)
         self.variables = spss_variables(self.columns)
         self.schema = spss_schema(self.columns)
-        self._writer = readstat_arrow.SavWriter(
-            self.path,
-            self.schema,
-            facts.row_count,
-            self._metadata(facts),
-            compression=compression,
-        )
-
-    def _metadata(self, facts: HeaderFacts) -> readstat_arrow.Metadata:
-        variables = self.variables
-        return readstat_arrow.Metadata(
-            variable_labels={v.name: v.label for v in variables},
-            formats={v.name: v.format for v in variables if v.format},
-            measures={v.name: v.measure for v in variables},  # type: ignore[misc]
-            value_labels={
-                v.name: [{"value": value, "label": label} for value, label in v.value_labels]
-                for v in variables
-                if v.value_labels
-            },
-            storage_widths={
-                v.name: max(1, facts.string_widths.get(v.name, 0))
-                for v in variables
-                if v.is_string
-            },
-        )
+        self.metadata = spss_metadata(self.variables, facts)
+        self._file: io.BufferedWriter | None = None
+        self._zsav: ZsavStream | None = None
+        where: Path | io.BufferedWriter = self.path
+        if compression == "zlib":
+            self._file, self._zsav = open_zsav(
+                self.path, dictionary_length(self.schema, self.metadata),
+                block_size=zsav_block_size)
+            where, compression = self._file, "rows"
+        try:
+            self._writer = readstat_arrow.SavWriter(
+                where, self.schema, facts.row_count, self.metadata, compression=compression)
+        except BaseException:
+            self._discard_zsav()
+            raise
 
     @property
     def rows_written(self) -> int:
@@ -226,12 +254,24 @@ class SpssFileWriter:
 
     def close(self) -> None:
         """Finish the file (ReadStat fails if fewer rows came than the header holds)."""
-        self._writer.close()
+        try:
+            self._writer.close()
+            if self._file is not None:
+                self._file.close()  # the last block, the ztrailer, the zheader
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
         """Drop a file that will not be finished, so no partial file can be uploaded."""
         self._writer.__exit__(RuntimeError, None, None)  # closes the file, writes no more
+        self._discard_zsav()
         self.path.unlink(missing_ok=True)
+
+    def _discard_zsav(self) -> None:
+        if self._zsav is not None and self._file is not None:
+            self._zsav.discard()
+            self._file.close()
 
 
 def write_spss_file(
@@ -241,10 +281,12 @@ def write_spss_file(
     batches: Iterable[pa.RecordBatch | Sequence[Sequence[Any]]],
     *,
     compression: Compression = "zlib",
+    zsav_block_size: int = BLOCK_SIZE,
 ) -> Path:
     """The whole file from batches of rows (a spool read back); no partial file is left
     behind when a batch fails or the run is interrupted."""
-    writer = SpssFileWriter(path, columns, facts, compression=compression)
+    writer = SpssFileWriter(path, columns, facts, compression=compression,
+                            zsav_block_size=zsav_block_size)
     try:
         for batch in batches:
             writer.write_batch(batch)
@@ -258,7 +300,9 @@ def write_spss_file(
 class SpssWriter(SpooledWriter):
     """The core's format-writer interface for a .zsav file: each batch of rows becomes an
     Arrow record batch on the packer thread and is spooled (counted and measured); at the
-    end :func:`write_spss_file` hands the spooled batches to readstat-arrow as they are."""
+    end :func:`write_spss_file` hands the spooled batches to readstat-arrow as they are, and
+    :mod:`target_datatile.zsav` compresses its data in blocks on the way to disk (flat
+    memory, like the .sav)."""
 
     suffix: ClassVar[str] = ".zsav"
     media_type: ClassVar[str] = "application/x-spss-sav"
@@ -306,12 +350,12 @@ class SpssWriter(SpooledWriter):
         try:
             write_spss_file(path, columns, facts, self._conformed(spool),
                             compression=self.compression)
-        except readstat_arrow.errors.ReadstatError as exc:
+        except (readstat_arrow.errors.ReadstatError, ZsavError) as exc:
             raise TargetError(f"writing the SPSS file {path.name} failed: {exc}") from None
 
 
 class SavWriter(SpssWriter):
-    """A .sav file with SPSS's bytecode (row) compression: written in flat memory."""
+    """A .sav file with SPSS's bytecode (row) compression: about 4 times the .zsav's size."""
 
     suffix = ".sav"
     compression = "rows"

@@ -85,10 +85,12 @@ def uploads(sandbox: Sandbox) -> list[dict]:
 # -- create, reload, append ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("file_format", ["sav", "zsav"])
+@pytest.mark.parametrize(("file_format", "suffix"), [(None, ".zsav"), ("sav", ".sav")])
 def test_append_then_reload_land_value_by_value(tmp_path: Path, sandbox: Sandbox,
-                                                dt_config: dict, file_format: str) -> None:
-    dt_config["file_format"] = file_format
+                                                dt_config: dict, file_format: str | None,
+                                                suffix: str) -> None:
+    if file_format:
+        dt_config["file_format"] = file_format
     first = run(tmp_path, dt_config, people())
     assert first.returncode == 0, first.stderr
     assert states_of(first.stdout) == [{"bookmarks": {"items": {"id": 3}}}]
@@ -110,6 +112,7 @@ def test_append_then_reload_land_value_by_value(tmp_path: Path, sandbox: Sandbox
     assert [variables[n]["type"] for n in ("id", "born", "seen_at", "tags")] == [
         "numeric", "date", "datetime", "string"]
     assert "completed" in replaced.stderr and "Summary: 2 rows" in replaced.stderr
+    assert {Path(job["file"]).suffix for job in dt_snapshot(sandbox)["jobs"]} == {suffix}
 
 
 def test_create_makes_a_database_remembers_it_and_appends_next_time(
@@ -421,5 +424,5 @@ def test_every_setting_is_documented_with_the_assumed_ones_marked() -> None:
         assert properties[name]["description"].startswith("[assumed]"), name
         assert "default" in properties[name], name
     assert properties["token"].get("secret") is True
-    assert properties["file_format"]["default"] == "sav"
+    assert properties["file_format"]["default"] == "zsav"
     assert all(spec.get("description") for spec in properties.values())
