@@ -637,3 +637,27 @@ def test_routes_store_the_same_rows_with_and_without_the_fast_paths(
     assert fast == exact
     assert fast[2][0] == {"id": 0, "name": "n0 é", "amount": 0.5, "ok": True,
                           "at": "2024-02-01 00:04:05.000", "day": "0999-12-01"}
+
+
+def test_ingestion_pauses_the_collector_until_the_last_call_ends() -> None:
+    """Calls served at once (threads) share the pause: the collector runs again only when
+    the last one ends, and stays off if it was off before."""
+    import gc
+
+    pause = emulator._CollectorPause()
+    assert gc.isenabled()
+    first, second = pause(), pause()
+    first.__enter__()
+    second.__enter__()
+    assert not gc.isenabled()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()  # the second call is still building its rows
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with pause():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()
