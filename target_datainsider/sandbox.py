@@ -483,6 +483,15 @@ def canonical_dates(kind: str, pattern: str, texts: Sequence[Any]) -> list[str] 
     from UTC (`2024-01-02 03:04:05.678Z` -> `2024-01-02 03:04:05.678`); None if the
     shape is another or any cell differs (the regex checks the ranges of months, hours,
     minutes and seconds, `date.fromisoformat` the days of each month and year 0)."""
+    kept = _canonical_shape(kind, pattern, texts)
+    if kept is None:
+        return None
+    return list(map(operator.itemgetter(slice(0, kept)), texts))
+
+
+def _canonical_shape(kind: str, pattern: str, texts: Sequence[Any]) -> int | None:
+    """How many characters of each cell are stored, when all have the canonical shape of
+    `pattern` (see `canonical_dates`); else None."""
     shape = _CANONICAL_DATES.get((kind, pattern))
     if shape is None or not texts:
         return None
@@ -498,7 +507,7 @@ def canonical_dates(kind: str, pattern: str, texts: Sequence[Any]) -> list[str] 
             dt.date.fromisoformat(day)
     except ValueError:
         return None
-    return list(map(operator.itemgetter(slice(0, kept)), texts))
+    return kept
 
 
 _INTEGER_CELLS = _lines_of("-?[0-9]{1,20}")
@@ -572,6 +581,40 @@ def csv_column(column: dict[str, Any], cells: Sequence[str | None]) -> list[Any]
             filled = iter(values)
             return [next(filled) if cell else gaps[cell] for cell in cells]
     return list(map(exact, cells))
+
+
+def csv_column_json(column: dict[str, Any], cells: Sequence[str | None]
+                    ) -> list[Any] | msgspec.Raw:
+    """`csv_column` as it is stored: where every cell is present and already what the
+    column stores (JSON integers in an int64, JSON numbers in a double, canonical
+    `datetime64` and `date` text), the column's JSON array as one `Raw` (no object per
+    cell, written as it is); otherwise `csv_column`'s values."""
+    kind = column["class_name"]
+    if kind not in _WHOLE_COLUMNS or not cells or not all(cells):  # a missing/empty cell
+        return csv_column(column, cells)
+    joined = "\n".join(cells)  # type: ignore[arg-type]
+    if not _one_per_line(cells, joined):  # type: ignore[arg-type]
+        return csv_column(column, cells)
+    whole = _WHOLE_COLUMNS[kind]
+    if whole is None:  # dates: stored as the cells' text (no character JSON escapes)
+        formats = column.get("input_formats") or []
+        kept = _canonical_shape(kind, formats[0], cells) if formats else None
+        if kept != len(cells[0]) - (kind == "datetime64"):  # type: ignore[arg-type]
+            return csv_column(column, cells)
+        if kind == "datetime64":  # the `Z` that ends each cell cut
+            joined = joined[:-1].replace("Z\n", "\n")
+        return msgspec.Raw(('["' + joined.replace("\n", '","') + '"]').encode())
+    if whole.fullmatch(joined) is None:
+        return csv_column(column, cells)
+    return msgspec.Raw(("[" + joined.replace("\n", ",") + "]").encode())
+
+
+_WHOLE_COLUMNS: dict[str, re.Pattern[str] | None] = {
+    "int64": _JSON_INT64_CELLS, "float": _JSON_NUMBER_CELLS, "double": _JSON_NUMBER_CELLS,
+    "datetime64": None, "date": None,
+}
+"""The column types `csv_column_json` may store whole: their cells' regex (dates: the
+canonical shapes of `_CANONICAL_DATES`)."""
 
 
 # `ingestion/batch` with every record complete: each column's values as JSON text (`Raw`)
@@ -1441,13 +1484,14 @@ class DataInsiderEmulator:
         if parsed and min(map(len, parsed)) < width:  # missing trailing cells: NULL
             parsed = [cells if len(cells) >= width else [*cells, *[None] * (width - len(cells))]
                       for cells in parsed]
-        # column by column: each column converted at once (`csv_column`), not per cell,
-        # and stored that way (no transposition back to rows)
-        converted = [csv_column(column, cells)
+        # column by column: each column converted at once (`csv_column_json`), not per
+        # cell, and stored that way (no transposition back to rows; a column of `Raw`
+        # JSON holds no null)
+        converted = [csv_column_json(column, cells)
                      for column, cells in zip(columns, zip(*parsed, strict=False),
                                               strict=False)]
         count = len(parsed) if width else 0
-        if width and all(None in values for values in converted):
+        if width and all(type(values) is list and None in values for values in converted):
             kept = [i for i, row in enumerate(zip(*converted, strict=True))
                     if row.count(None) != width]  # rows of nulls only are dropped
             if len(kept) < count:

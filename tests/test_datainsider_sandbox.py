@@ -38,6 +38,7 @@ from target_datainsider.sandbox import (
     coerce,
     coerce_column,
     csv_column,
+    csv_column_json,
     csv_converter,
     csv_value,
 )
@@ -479,6 +480,35 @@ def test_csv_column_gives_what_csv_value_gives(column: dict[str, Any],
                                                cells: list[str | None]) -> None:
     assert _stored(csv_column(column, cells)) == _stored(
         [csv_value(column, cell) for cell in cells])
+
+
+@pytest.mark.parametrize("column", _FAST_COLUMNS, ids=lambda c: str(sorted(c.items())))
+@settings(max_examples=150, deadline=None)
+@given(cells=_columns_of_cells)
+@example(cells=["1", "-20", "0"])
+@example(cells=["1.50", "-0.000001", "123456789012345678.123456"])
+@example(cells=["2024-02-29 00:00:00.000Z", "0001-01-01 23:59:59.999Z"])
+@example(cells=["2024-02-29", "0999-12-31"])
+def test_columns_stored_whole_are_what_csv_column_stores(column: dict[str, Any],
+                                                         cells: list[str | None]) -> None:
+    stored = csv_column_json(column, cells)
+    if isinstance(stored, msgspec.Raw):
+        assert _decode(bytes(stored)) == _stored(csv_column(column, cells))
+    else:
+        assert _stored(stored) == _stored(csv_column(column, cells))
+
+
+def test_a_column_of_what_targets_send_is_stored_whole() -> None:
+    shapes = [({"class_name": "int64"}, ["1", "-2"], b"[1,-2]"),
+              ({"class_name": "double"}, ["0.10", "-3"], b"[0.10,-3]"),
+              ({"class_name": "datetime64", "input_formats": ["yyyy-MM-dd HH:mm:ss.SSSXXX"]},
+               ["2024-01-02 03:04:05.678Z", "0999-12-31 23:59:59.000Z"],
+               b'["2024-01-02 03:04:05.678","0999-12-31 23:59:59.000"]'),
+              ({"class_name": "date", "input_formats": ["yyyy-MM-dd"]}, ["2024-02-29"],
+               b'["2024-02-29"]')]
+    for column, cells, text in shapes:
+        assert csv_column_json(column, cells) == msgspec.Raw(text)
+        assert type(csv_column_json(column, [*cells, ""])) is list  # an empty cell: values
 
 
 _CANONICAL_SHAPES = [("datetime64", "yyyy-MM-dd HH:mm:ss.SSSXXX"),
