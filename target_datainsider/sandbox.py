@@ -89,6 +89,7 @@ from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -1165,13 +1166,42 @@ them column by column, and they are decoded value by value only where it cannot 
 def _decode_body(body: bytes, as_text: frozenset[str]) -> Any:
     """The JSON body as `_decode_exact` reads it, but for the fields named in `as_text`."""
     if not as_text:
-        return _decode_exact(body)
+        return decode_plain(body)
     try:
         fields = _decode_fields(body)
     except msgspec.ValidationError:  # JSON, but no object
         return _decode_exact(body)
     return {name: value if name in as_text else _decode_exact(value)
             for name, value in fields.items()}
+
+
+def decode_plain(body: bytes) -> Any:
+    """`_decode_exact(body)`, by orjson where that reads the same: JSON with no number
+    that has a fraction or an exponent (orjson makes those floats, not `Decimal`s). JSON
+    orjson refuses (integers past 64 bits, lone surrogates, bad JSON) goes to msgspec,
+    whose answer, or error, is the route's. orjson reads the text of a CSV body's `data`
+    in ~60% of msgspec's time."""
+    try:
+        parsed = orjson.loads(body)
+    except ValueError:  # orjson.JSONDecodeError
+        return _decode_exact(body)
+    return parsed if not _holds_float(parsed) else _decode_exact(body)
+
+
+def _holds_float(value: Any) -> bool:
+    """Whether a float is anywhere in `value` (walked with a stack: JSON may nest deeper
+    than Python's recursion limit)."""
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is float:
+            return True
+        if kind is dict:
+            stack.extend(value.values())
+        elif kind is list:
+            stack.extend(value)
+    return False
 
 
 def _body_and_key(request: Request, as_text: frozenset[str] = frozenset()

@@ -691,3 +691,35 @@ def test_ingestion_pauses_the_collector_until_the_last_call_ends() -> None:
         assert not gc.isenabled()  # off before: left off
     finally:
         gc.enable()
+
+
+_json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+                          st.floats(allow_nan=False, allow_infinity=False),
+                          st.text(st.characters(codec="utf-8"), max_size=8))
+_json_documents = st.recursive(
+    _json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                           st.dictionaries(st.text(max_size=4), inner,
+                                                           max_size=4)), max_leaves=12)
+_odd_bodies = st.sampled_from([
+    b'{"a": 1, "a": 2}', b'{"n": 1e5}', b'{"n": -0}', b'{"n": 1.0}', b'{"s": "\\ud800"}',
+    b'{"s": "\\ud83d\\ude00"}', b'[18446744073709551616]', b'{"a": NaN}', b"\xef\xbb\xbf{}",
+    b'{"a": "\xff"}', b"{} x", b"", b" [1] ", b'"text"', b"[" * 2000 + b"]" * 2000])
+
+
+def _same_reading(body: bytes) -> tuple[str, str]:
+    def read(decode: Any) -> str:
+        try:
+            return repr(decode(body))  # repr: True is not 1, a float not a Decimal
+        except (msgspec.DecodeError, RecursionError) as exc:
+            return f"{type(exc).__name__} {exc}"
+
+    return read(emulator.decode_plain), read(emulator._decode_exact)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(_json_documents.map(lambda v: json.dumps(v).encode()), _odd_bodies,
+                 _json_documents.map(lambda v: json.dumps(v, ensure_ascii=False).encode()),
+                 st.binary(max_size=20)))
+def test_a_body_read_by_orjson_is_what_msgspec_reads(body: bytes) -> None:
+    fast, exact = _same_reading(body)
+    assert fast == exact
