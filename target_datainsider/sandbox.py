@@ -35,7 +35,10 @@ targets send (JSON strings, integers, numbers without exponent, ``true``/``false
 ``yyyy-MM-dd HH:mm:ss.SSSZ`` date-times), one regex over the column's values and a few
 C-level calls check and convert it; any other column (or, for the batch route, any record
 of another length) goes value by value through the same rules (``coerce``, ``csv_value``).
-The tests check that both ways store the same rows.
+The CSV route keeps its converted columns as they are (a column of what targets send as one
+JSON text). Bodies with no fractional number are read by orjson, the others by msgspec
+(numbers as ``Decimal``); the cyclic collector is held off while a batch is parsed.
+The tests check that both ways store the same rows, and read bodies alike.
 
 Data Lake file sync (v1.4.19 ``IngestionController`` + ``ApiKeyFilter``, and the vendor's
 "File upload" page for the lake's upload route):
@@ -822,7 +825,8 @@ def _now_ms() -> int:
 
 class WarehouseCatalog:
     """Databases and tables: metadata in ``meta.json``, each table's rows in its own file
-    (one JSON line per insert: the stored column names and the rows, as coerced)."""
+    (one JSON line per insert: the stored column names and the rows, as coerced; the CSV
+    route's as ``values``, column by column)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
