@@ -258,12 +258,13 @@ def boolean_cells(values: Sequence[Any], end: bytes) -> list[bytes]:
     return list(map(_BOOLEAN_CELLS[end], values))
 
 
-def _escaped_column(values: Sequence[Any]) -> bytes:
-    """Text values joined by `_SEP` (null -> ""), escaped; each `_SEP` is one
-    `_ESCAPED_SEP` (ValueError if a value holds one, or its escaped text)."""
+def _escaped_column(values: Sequence[Any], *, quotes_doubled: bool = False) -> bytes:
+    """Text values joined by `_SEP` (null -> ""; each `"` doubled if asked), escaped; each
+    `_SEP` is one `_ESCAPED_SEP` (ValueError if a value holds one, or its escaped text)."""
     if None in values:
         values = list(map(_EMPTY_FOR_NULL, values, values))
-    text = escaped(_SEP.join(values))  # TypeError for a value that is not text
+    joined = _SEP.join(values)  # TypeError for a value that is not text
+    text = escaped(joined.replace('"', '""') if quotes_doubled else joined)
     if text.count(_ESCAPED_SEP) != len(values) - 1:
         raise ValueError("the separator is in the text")
     return text
@@ -281,7 +282,7 @@ def _quoted(text: bytes, sep: bytes, values: Sequence[Any], empty: Any, end: byt
     already: each in quotes; an empty value (`empty`) -> an empty cell."""
     cells = (_QUOTE + text.replace(sep, _QUOTE + end + _BYTES_SEP + _QUOTE)
              + _QUOTE + end).split(_BYTES_SEP)
-    if empty in values:
+    if None in values or empty in values:
         blank = {_QUOTE + _QUOTE + end: end}.get
         cells = list(map(blank, cells, cells))
     return cells
@@ -291,11 +292,7 @@ def quoted_cells(values: Sequence[Any], end: bytes) -> list[bytes]:
     """Text -> cells in quotes, quotes inside doubled (quoted, a value keeps its leading and
     trailing spaces whatever the parser trims); null and "" -> an empty cell (the CSV route
     reads both as NULL, as it reads what the csv module writes for them)."""
-    if None in values:
-        values = list(map(_EMPTY_FOR_NULL, values, values))
-    text = escaped(_SEP.join(values).replace('"', '""'))  # TypeError: a value not text
-    if text.count(_ESCAPED_SEP) != len(values) - 1:
-        raise ValueError("the separator is in the text")
+    text = _escaped_column(values, quotes_doubled=True)
     return _quoted(text, _ESCAPED_SEP, values, "", end)
 
 
@@ -304,9 +301,8 @@ def json_cells(values: Sequence[Any], end: bytes) -> list[bytes]:
     directly (JSON text holds no raw control character, so only `\\` and `"` need it)."""
     if not set(map(type, values)) <= _JSON_TYPES:
         raise TypeError("not a JSON column")
-    if None in values:
-        values = list(map(_EMPTY_BYTES_FOR_NULL, values, values))
-    joined = _BYTES_SEP.join(values)
+    joined = _BYTES_SEP.join(map(_EMPTY_BYTES_FOR_NULL, values, values) if None in values
+                             else values)
     if joined.count(_BYTES_SEP) != len(values) - 1:
         raise ValueError("the separator is in the text")
     text = joined.replace(b"\\", b"\\\\").replace(b'"', _QUOTE + _QUOTE)
