@@ -334,7 +334,11 @@ def csv_data(rows: Sequence[tuple], makers: Sequence[CellMaker],
     if len(cells) == 1:  # an empty line would be no row at all
         cells = [[cell if cell != LINE_END else _QUOTE + _QUOTE + LINE_END
                   for cell in cells[0]]]
-    return b"".join(itertools.chain.from_iterable(zip(*cells, strict=True)))
+    width = len(cells)
+    interleaved: list[bytes] = [b""] * (len(rows) * width)
+    for position, column in enumerate(cells):  # row by row: no tuple per row
+        interleaved[position::width] = column
+    return b"".join(interleaved)
 
 
 def exact_csv_text(rows: Sequence[tuple], positions: Sequence[int | None]) -> str:
