@@ -28,6 +28,8 @@ from conftest import (
 
 from target_core.sandbox.store import Store
 from target_datainsider.sandbox import SANDBOX_API_KEY
+from target_datainsider.sink import DataInsiderSink
+from target_datainsider.target import SWITCH_SECONDS, TargetDataInsider
 
 PREFIX = "target-datainsider: error: "
 BATCH = "/datainsider/api/ingestion/batch"
@@ -426,3 +428,24 @@ def test_numbers_keep_the_taps_digits_on_the_batch_and_csv_routes(
     routes = Counter(r["path"].rsplit("/", 1)[-1] for r in sandbox.requests()
                      if r["path"].startswith("/datainsider/api/ingestion/"))
     assert routes["batch"] == 2 and routes["csv"] == 2  # both routes, for both tables
+
+
+def test_a_warehouse_run_switches_the_gil_more_often_then_puts_it_back(
+        tmp_path: Path, sandbox: Sandbox, di_config: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    seen: list[float] = []
+    send = DataInsiderSink.send_batch
+    monkeypatch.setattr(DataInsiderSink, "send_batch", lambda self, rows, packed: (
+        seen.append(sys.getswitchinterval()), send(self, rows, packed))[1])
+    before = sys.getswitchinterval()
+    stream = tmp_path / "in.jsonl"
+    stream.write_bytes(lines(counter_stream(1, 30, state_every=7)))
+    target = TargetDataInsider(config={**di_config, "batch_size_rows": 10},
+                               parse_env_config=False)
+    with stream.open() as source:
+        target.listen(source)
+    assert seen == [SWITCH_SECONDS] * 3  # every batch sent while the run lasted
+    assert sys.getswitchinterval() == before
+    assert [r["id"] for r in sandbox.di_rows("items")] == list(range(1, 31))
