@@ -97,17 +97,13 @@ class DataInsiderClient:
         answer = self._call("POST", "ingestion/batch", body, table=f"{database}.{table}")
         return BatchCounts.from_answer(answer)
 
-    def csv_body(self, database: str, table: str, pieces: Iterable[str]) -> bytes:
+    def csv_body(self, database: str, table: str, pieces: Iterable[bytes]) -> bytes:
         """The body of an `ingestion/csv` call: rows as CSV text (no header), given in
-        pieces (each JSON-escaped on its own, so only one piece's text is held at a time).
-        msgspec, not orjson: orjson's bytes keep the allocation made for the worst case of
-        escaping (measured: 35 MB held for a body of 2.7 MB)."""
+        pieces each already escaped as the inside of a JSON string (so only one piece's
+        text is held at a time, and no pass over the whole text escapes it)."""
         head = _encode({"api_key": self.api_key, "db_name": database, "tbl_name": table,
                         "csv_setting": CSV_SETTING, "data": ""})
-        parts = [head[:-2]]  # up to the opening quote of "data"
-        parts += [_encode(piece)[1:-1] for piece in pieces]
-        parts.append(b'"}')
-        return b"".join(parts)
+        return b"".join([head[:-2], *pieces, b'"}'])  # head: up to the opening quote of data
 
     def insert_csv(self, database: str, table: str, body: bytes) -> int:
         """CSV rows (a body from `csv_body`); returns `row_inserted`."""

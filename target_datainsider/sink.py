@@ -193,102 +193,158 @@ def stored_layout(load: TableLoad, ours: list[dict[str, Any]],
 
 # -- a batch's rows as request bodies, built a column at a time --------------------------------
 #
-# Rows are tuples of converted values (ints, `Raw` numbers, booleans, text, None). The
-# positional JSON of the batch route is one msgspec call for the batch. The CSV text of the
-# CSV route is built column by column with C-level string and list operations (a join, a
-# replace or two and a split per column; then one join of every cell, each cell ending in
-# its `,` or line end), not value by value in Python. Where a column holds what these
+# Rows are tuples of converted values (ints, `Raw` numbers, booleans, text, None; JSON
+# columns as their JSON text in UTF-8 bytes). The positional JSON of the batch route is one
+# msgspec call for the batch. The CSV route's `data` is built column by column with C-level
+# string and list operations (a join, a replace or two and a split per column; then one
+# join of every cell, each cell ending in its `,` or line end), not value by value in
+# Python, and each cell is made already escaped as the inside of a JSON string: the body
+# is its pieces joined, with no pass over the whole text to escape it (the packer holds the
+# GIL the reader needs; this is most of its work). Where a column holds what these
 # shortcuts do not cover, `exact_csv_text` (value by value) writes the batch.
 
 _dumps = conversions.dumps
+_encode_text = msgspec.json.encode
 _SEP = "\x1f"
-"""Joins a column's text while its quotes are doubled in one pass (a column holding this
-character itself is quoted value by value instead)."""
+"""Joins a column's text while its quotes are doubled and it is escaped in one pass each (a
+column holding this character itself is quoted value by value instead)."""
+_BYTES_SEP = b"\x1f"
+_ESCAPED_SEP = b"\\u001f"
+"""`_SEP` inside a JSON string, as msgspec writes it."""
+_QUOTE = b'\\"'
+"""A `"` of the CSV text, escaped."""
+LINE_END = b"\\n"
+"""A CSV line end, escaped."""
 _EMPTY_FOR_NULL = {None: ""}.get
-_BOOLEAN_CELLS = {end: {True: "true" + end, False: "false" + end, None: end}.get
-                  for end in (",", "\n")}
+_EMPTY_BYTES_FOR_NULL = {None: b""}.get
+_BOOLEAN_CELLS = {end: {True: b"true" + end, False: b"false" + end, None: end}.get
+                  for end in (b",", LINE_END)}
 _NUMBER_TYPES = frozenset({int, msgspec.Raw, type(None)})
 _BOOLEAN_TYPES = frozenset({bool, type(None)})
+_JSON_TYPES = frozenset({bytes, type(None)})
 _CSV_PIECE_ROWS = 2048
-"""Rows whose CSV text is built and escaped at a time: the text of a whole batch (up to
-four bytes a character) never exists at once."""
+"""Rows whose CSV text is built at a time: the cells of a whole batch never exist at once."""
 
 
-def number_cells(values: Sequence[Any], end: str) -> list[str]:
+def escaped(text: str) -> bytes:
+    """Text as the inside of a JSON string."""
+    return _encode_text(text)[1:-1]
+
+
+def json_bytes(value: Any) -> bytes | None:
+    """A JSON column's value as its compact JSON text, numbers exactly as sent: kept as
+    msgspec's bytes (`json_cells` escapes them as bytes; no text object per value)."""
+    if value is None:
+        return None
+    return _dumps(value)
+
+
+def number_cells(values: Sequence[Any], end: bytes) -> list[bytes]:
     """Integers and `Raw` numbers -> their exact text, null -> empty: the column's JSON
-    text, cut at its commas (number text holds neither a comma nor `null`)."""
+    text, cut at its commas (number text holds neither a comma nor `null`, nor anything
+    JSON escapes)."""
     if not set(map(type, values)) <= _NUMBER_TYPES:
         raise TypeError("not a number column")
-    text = _dumps(values).decode()[1:-1]
+    text = _dumps(values)[1:-1]
     if None in values:
-        text = text.replace("null", "")
-    return (text.replace(",", end + _SEP) + end).split(_SEP)
+        text = text.replace(b"null", b"")
+    return (text.replace(b",", end + _BYTES_SEP) + end).split(_BYTES_SEP)
 
 
-def boolean_cells(values: Sequence[Any], end: str) -> list[str]:
+def boolean_cells(values: Sequence[Any], end: bytes) -> list[bytes]:
     """`true` / `false`, null -> empty."""
     if not set(map(type, values)) <= _BOOLEAN_TYPES:
         raise TypeError("not a boolean column")
     return list(map(_BOOLEAN_CELLS[end], values))
 
 
-def plain_cells(values: Sequence[Any], end: str) -> list[str]:
-    """Text that never needs quotes (the dates and date-times the converters write)."""
-    if None in values:
-        values = list(map(_EMPTY_FOR_NULL, values, values))
-    joined = (end + _SEP).join(values)  # TypeError for a value that is not text
-    if joined.count(_SEP) != len(values) - 1:
-        raise ValueError("the separator is in the text")
-    return (joined + end).split(_SEP)
-
-
-def quoted_cells(values: Sequence[Any], end: str) -> list[str]:
-    """Text -> cells in quotes, quotes inside doubled (quoted, a value keeps its leading and
-    trailing spaces whatever the parser trims); null and "" -> an empty cell (the CSV route
-    reads both as NULL, as it reads what the csv module writes for them)."""
+def _escaped_column(values: Sequence[Any], *, quotes_doubled: bool = False) -> bytes:
+    """Text values joined by `_SEP` (null -> ""; each `"` doubled if asked), escaped; each
+    `_SEP` is one `_ESCAPED_SEP` (ValueError if a value holds one, or its escaped text)."""
     if None in values:
         values = list(map(_EMPTY_FOR_NULL, values, values))
     joined = _SEP.join(values)  # TypeError for a value that is not text
-    if joined.count(_SEP) != len(values) - 1:  # the separator itself is in the text
-        cells = ['"' + value.replace('"', '""') + '"' + end for value in values]
-    else:
-        quoted = joined.replace('"', '""').replace(_SEP, '"' + end + _SEP + '"')
-        cells = f'"{quoted}"{end}'.split(_SEP)
-    if "" in values:
-        empty = {'""' + end: end}.get
-        cells = list(map(empty, cells, cells))
+    text = escaped(joined.replace('"', '""') if quotes_doubled else joined)
+    if text.count(_ESCAPED_SEP) != len(values) - 1:
+        raise ValueError("the separator is in the text")
+    return text
+
+
+def plain_cells(values: Sequence[Any], end: bytes) -> list[bytes]:
+    """Text that never needs quotes (the dates and date-times the converters write)."""
+    text = _escaped_column(values)
+    return (text.replace(_ESCAPED_SEP, end + _BYTES_SEP) + end).split(_BYTES_SEP)
+
+
+def _quoted(text: bytes, sep: bytes, values: Sequence[Any], empty: Any, end: bytes
+            ) -> list[bytes]:
+    """Cells of escaped text whose values are joined by `sep` and whose `"` are doubled
+    already: each in quotes; an empty value (`empty`) -> an empty cell."""
+    cells = (_QUOTE + text.replace(sep, _QUOTE + end + _BYTES_SEP + _QUOTE)
+             + _QUOTE + end).split(_BYTES_SEP)
+    if None in values or empty in values:
+        blank = {_QUOTE + _QUOTE + end: end}.get
+        cells = list(map(blank, cells, cells))
     return cells
 
 
-CellMaker = Callable[[Sequence[Any], str], list[str]]
+def quoted_cells(values: Sequence[Any], end: bytes) -> list[bytes]:
+    """Text -> cells in quotes, quotes inside doubled (quoted, a value keeps its leading and
+    trailing spaces whatever the parser trims); null and "" -> an empty cell (the CSV route
+    reads both as NULL, as it reads what the csv module writes for them)."""
+    text = _escaped_column(values, quotes_doubled=True)
+    return _quoted(text, _ESCAPED_SEP, values, "", end)
+
+
+def json_cells(values: Sequence[Any], end: bytes) -> list[bytes]:
+    """JSON text (`json_bytes`) -> cells in quotes, as `quoted_cells`: its bytes escaped
+    directly (JSON text holds no raw control character, so only `\\` and `"` need it)."""
+    if not set(map(type, values)) <= _JSON_TYPES:
+        raise TypeError("not a JSON column")
+    joined = _BYTES_SEP.join(map(_EMPTY_BYTES_FOR_NULL, values, values) if None in values
+                             else values)
+    if joined.count(_BYTES_SEP) != len(values) - 1:
+        raise ValueError("the separator is in the text")
+    text = joined.replace(b"\\", b"\\\\").replace(b'"', _QUOTE + _QUOTE)
+    return _quoted(text, _BYTES_SEP, values, b"", end)
+
+
+CellMaker = Callable[[Sequence[Any], bytes], list[bytes]]
 _CELLS: dict[ColumnType, CellMaker] = {
     ColumnType.INTEGER: number_cells,
     ColumnType.NUMBER: number_cells,
     ColumnType.BOOLEAN: boolean_cells,
     ColumnType.DATE: plain_cells,
     ColumnType.DATETIME: plain_cells,
+    ColumnType.JSON: json_cells,
 }
 
 
-def csv_text(rows: Sequence[tuple], makers: Sequence[CellMaker],
-             positions: Sequence[int | None]) -> str:
-    """The rows as CSV lines, values in stored order (`positions`; None: an empty cell)."""
+def csv_data(rows: Sequence[tuple], makers: Sequence[CellMaker],
+             positions: Sequence[int | None]) -> bytes:
+    """The rows as CSV lines, values in stored order (`positions`; None: an empty cell),
+    escaped as the inside of a JSON string (a piece of `ingestion/csv`'s `data`)."""
     columns = list(zip(*rows, strict=True))
-    ends = [","] * (len(positions) - 1) + ["\n"]
+    ends = [b","] * (len(positions) - 1) + [LINE_END]
     try:
         cells = [[end] * len(rows) if i is None else makers[i](columns[i], end)
                  for i, end in zip(positions, ends, strict=True)]
     except (TypeError, ValueError):  # a value the shortcuts do not cover
-        return exact_csv_text(rows, positions)
+        return escaped(exact_csv_text(rows, positions))
     if len(cells) == 1:  # an empty line would be no row at all
-        cells = [[cell if cell != "\n" else '""\n' for cell in cells[0]]]
-    return "".join(itertools.chain.from_iterable(zip(*cells, strict=True)))
+        cells = [[cell if cell != LINE_END else _QUOTE + _QUOTE + LINE_END
+                  for cell in cells[0]]]
+    width = len(cells)
+    interleaved: list[bytes] = [b""] * (len(rows) * width)
+    for position, column in enumerate(cells):  # row by row: no tuple per row
+        interleaved[position::width] = column
+    return b"".join(interleaved)
 
 
 def exact_csv_text(rows: Sequence[tuple], positions: Sequence[int | None]) -> str:
-    """`csv_text` value by value: what a batch takes where the shortcuts do not apply (and
-    the reference they are tested against). Text is always quoted: a line end in a value,
-    `\r` included, stays inside its cell."""
+    """`csv_data` value by value, as text: what a batch takes where the shortcuts do not
+    apply (and the reference they are tested against). Text is always quoted: a line end
+    in a value, `\r` included, stays inside its cell."""
     lines = [",".join([_csv_cell(None if i is None else row[i]) for i in positions])
              for row in rows]
     if len(positions) == 1:
@@ -307,18 +363,29 @@ def _csv_cell(value: Any) -> str:
         return str(value)
     if kind is msgspec.Raw:
         return bytes(value).decode()
-    text = value if kind is str else conversions.text(value)
+    if kind is bytes:  # JSON text (`json_bytes`)
+        value = value.decode()
+    text = value if type(value) is str else conversions.text(value)
     return '"' + text.replace('"', '""') + '"'
 
 
-def batch_records(rows: Sequence[tuple], layout: Layout | None) -> bytes:
+def batch_records(rows: Sequence[tuple], layout: Layout | None,
+                  json_columns: Sequence[int] = ()) -> bytes:
     """The rows as the JSON list of positional records, in stored order (rows of a table
-    with columns we lack never come here: they go as CSV)."""
-    if layout is not None and not layout.identity:
+    with columns we lack never come here: they go as CSV). The values of `json_columns`
+    (JSON text as bytes, `json_bytes`) go as strings."""
+    reordered = layout is not None and not layout.identity
+    if reordered or json_columns:
         columns = list(zip(*rows, strict=True))
-        rows = list(zip(*[columns[i] for i in layout.positions],  # type: ignore[index]
-                        strict=True))
+        for i in json_columns:
+            columns[i] = list(map(_json_string, columns[i]))
+        order = layout.positions if reordered else range(len(columns))  # type: ignore[union-attr]
+        rows = list(zip(*[columns[i] for i in order], strict=True))  # type: ignore[index]
     return _dumps(rows)
+
+
+def _json_string(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
 
 
 NAME = re.compile(r"[A-Za-z0-9_]+\Z")  # DataInsider's `\w+` for database and table names
@@ -464,6 +531,7 @@ class DataInsiderSink(CoreSink):
         self.use_keys = parts.keys_as_primary_keys and any(c.is_key for c in self.columns)
         self.di_columns = [self._definition(c) for c in self.columns]
         self.cell_makers = [_CELLS.get(c.type, quoted_cells) for c in self.columns]
+        self.json_columns = [i for i, c in enumerate(self.columns) if c.type is ColumnType.JSON]
         self.layout: Layout | None = None  # known from the first batch on (sender thread)
         self.input_lines = parts.input_lines
         self.first_line = self.last_line = 0
@@ -489,7 +557,7 @@ class DataInsiderSink(CoreSink):
         if kind is ColumnType.DATE:
             return conversions.date_text
         if kind is ColumnType.JSON:
-            return conversions.json_text
+            return json_bytes
         if kind in (ColumnType.INTEGER, ColumnType.NUMBER):
             return None if validated else conversions.number
         if kind is ColumnType.BOOLEAN:
@@ -558,10 +626,10 @@ class DataInsiderSink(CoreSink):
         if (layout is not None and not layout.complete) or \
                 None in itertools.chain.from_iterable(rows):
             positions = layout.positions if layout is not None else range(len(self.columns))
-            pieces = (csv_text(rows[start:start + _CSV_PIECE_ROWS], self.cell_makers, positions)
+            pieces = (csv_data(rows[start:start + _CSV_PIECE_ROWS], self.cell_makers, positions)
                       for start in range(0, len(rows), _CSV_PIECE_ROWS))
             return Call(len(rows), True, client.csv_body(load.database, load.table, pieces))
-        records = batch_records(rows, layout)
+        records = batch_records(rows, layout, self.json_columns)
         return Call(len(rows), False, client.batch_body(load.database, load.table, records))
 
     def _halves(self, call: Call) -> tuple[Call, Call]:
@@ -572,7 +640,7 @@ class DataInsiderSink(CoreSink):
         half = call.rows // 2
         if call.csv:
             records = list(csv.reader(io.StringIO(_decode_csv(call.body).data), strict=True))
-            texts = [exact_csv_text(part, range(len(part[0])))
+            texts = [escaped(exact_csv_text(part, range(len(part[0]))))
                      for part in (records[:half], records[half:])]
             return (Call(half, True, client.csv_body(load.database, load.table, texts[:1])),
                     Call(call.rows - half, True,

@@ -5,7 +5,8 @@ differs between the paths picks its path by `self.lake`."""
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import IO, Any
 
 from singer_sdk import typing as th
 
@@ -179,6 +180,19 @@ class TargetDataInsider(FileTarget):
         return LakeLoad(stream, directory, replace, self.lake_client, self.logger,
                         self.acknowledged)
 
+    def listen(self, file_input: IO[str] | None = None) -> None:
+        """The run; in warehouse mode with a shorter GIL switch interval (`SWITCH_SECONDS`),
+        put back afterwards."""
+        if self.lake:
+            super().listen(file_input)
+            return
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_SECONDS)
+        try:
+            super().listen(file_input)
+        finally:
+            sys.setswitchinterval(previous)
+
     # -- the two paths ---------------------------------------------------------------------
 
     def sink_parts(self, stream: str) -> SinkParts:
@@ -209,6 +223,15 @@ class TargetDataInsider(FileTarget):
             csv_note = f" ({load.csv_batches} as CSV for nulls)" if load.csv_batches else ""
             self.logger.info("Stream '%s': %d rows in %d batches%s to table %s", load.stream,
                              load.rows, load.batches, csv_note, load.qualified)
+
+
+SWITCH_SECONDS = 0.001
+"""The GIL switch interval of a warehouse run (Python's default: 5 ms). The sender thread
+gives the GIL up for each socket call of a request (its timeout set, the headers, the body,
+the answer) and waits to take it back while the reader and the packer (Python string work
+for the CSV bodies) hold it: up to a switch interval each time, ~20 ms per call, and the
+next batch waits for that call. Measured at 200k records (3 runs each, quiet machine):
+2.44-2.50 s wall at 5 ms, 2.27-2.39 s at 1 ms (0.5 ms and 0.2 ms no better)."""
 
 
 def _check_name(name: str, setting: str) -> None:

@@ -12,6 +12,8 @@ import pytest
 import requests
 from conftest import (
     DI_CMD,
+    DI_DATABASE,
+    NumberText,
     Sandbox,
     counter_stream,
     error_line,
@@ -24,7 +26,10 @@ from conftest import (
     states_of,
 )
 
+from target_core.sandbox.store import Store
 from target_datainsider.sandbox import SANDBOX_API_KEY
+from target_datainsider.sink import DataInsiderSink
+from target_datainsider.target import SWITCH_SECONDS, TargetDataInsider
 
 PREFIX = "target-datainsider: error: "
 BATCH = "/datainsider/api/ingestion/batch"
@@ -378,6 +383,20 @@ def exact_records(stream: str, first: int, *, note: str | None = "n") -> list[st
             f'"amount": {number}, "note": {shown}}}}}' for i, number in enumerate(EXACT)]
 
 
+def stored_rows(sandbox: Sandbox, table: str) -> list[dict]:
+    """A DataInsider table's rows as stored, numbers with a fraction as `NumberText`: lines
+    of rows (the batch route) or of columns (the CSV route: `values`, column by column)."""
+    store = Store(sandbox.server.data_dir / "datainsider")
+    meta = store.read_meta() or {"databases": {}}
+    stored = meta["databases"][DI_DATABASE]["tables"][table]
+    rows: list[dict] = []
+    for line in store.rows_path(stored["file"]).read_bytes().splitlines():
+        batch = json.loads(line, parse_float=NumberText)
+        batch_rows = batch["rows"] if "rows" in batch else zip(*batch["values"], strict=True)
+        rows += [dict(zip(batch["columns"], row, strict=True)) for row in batch_rows]
+    return rows
+
+
 def test_numbers_keep_the_taps_digits_on_the_batch_and_csv_routes(
         tmp_path: Path, sandbox: Sandbox, di_config: dict) -> None:
     """Batch route (no null), CSV route (a null in the batch) and rows re-ordered for a table
@@ -402,10 +421,31 @@ def test_numbers_keep_the_taps_digits_on_the_batch_and_csv_routes(
     result = run(tmp_path, di_config, messages)
     assert result.returncode == 0, result.stderr
     for table in ("exact", "reordered"):
-        rows = sandbox.di_exact_rows(table)
+        rows = stored_rows(sandbox, table)
         assert [r["id"] for r in rows] == [1, 2, 3, 4, 5, 6]
         assert [str(r["amount"]) for r in rows] == [*EXACT, *EXACT], table
         assert [r["note"] for r in rows] == ["n", "n", "n", None, None, None]
     routes = Counter(r["path"].rsplit("/", 1)[-1] for r in sandbox.requests()
                      if r["path"].startswith("/datainsider/api/ingestion/"))
     assert routes["batch"] == 2 and routes["csv"] == 2  # both routes, for both tables
+
+
+def test_a_warehouse_run_switches_the_gil_more_often_then_puts_it_back(
+        tmp_path: Path, sandbox: Sandbox, di_config: dict,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    seen: list[float] = []
+    send = DataInsiderSink.send_batch
+    monkeypatch.setattr(DataInsiderSink, "send_batch", lambda self, rows, packed: (
+        seen.append(sys.getswitchinterval()), send(self, rows, packed))[1])
+    before = sys.getswitchinterval()
+    stream = tmp_path / "in.jsonl"
+    stream.write_bytes(lines(counter_stream(1, 30, state_every=7)))
+    target = TargetDataInsider(config={**di_config, "batch_size_rows": 10},
+                               parse_env_config=False)
+    with stream.open() as source:
+        target.listen(source)
+    assert seen == [SWITCH_SECONDS] * 3  # every batch sent while the run lasted
+    assert sys.getswitchinterval() == before
+    assert [r["id"] for r in sandbox.di_rows("items")] == list(range(1, 31))

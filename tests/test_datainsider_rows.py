@@ -1,10 +1,10 @@
 """target-datainsider's fast row paths give what the exact ones give.
 
 Rows are tuples of converted values; the packer builds each request body a column at a
-time (`csv_text`, `batch_records`) and the date-time converter slices the common UTC
-shapes. Each shortcut is checked here against its value-by-value reference (hypothesis),
-bad values included; then the CSV route end to end: over 5 MB cut before sending, a 413
-split, values with line ends of any kind.
+time (`csv_data`, already escaped for the JSON body; `batch_records`) and the date-time
+converter slices the common UTC shapes. Each shortcut is checked here against its
+value-by-value reference (hypothesis), bad values included; then the CSV route end to end:
+over 5 MB cut before sending, a 413 split, values with line ends of any kind.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ from target_datainsider.sink import (
     Layout,
     batch_records,
     boolean_cells,
-    csv_text,
+    csv_data,
+    escaped,
     exact_csv_text,
     exact_datetime_ms_text,
+    json_bytes,
+    json_cells,
     number_cells,
     plain_cells,
     quoted_cells,
@@ -100,8 +103,16 @@ _numbers = st.one_of(
         lambda d: msgspec.Raw(format(d, "f").encode())))
 _booleans = st.one_of(st.none(), st.booleans())
 _plain = st.one_of(st.none(), st.just("2024-01-01 00:00:03.000Z"), st.just("0001-12-31"))
+_json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), _special_text, _any_text, _numbers),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(_special_text, inner, max_size=3)), max_leaves=6)
+_jsons = st.one_of(st.none(), st.one_of(st.lists(_json_values, max_size=3),
+                                        st.dictionaries(_any_text, _json_values, max_size=3))
+                   .map(json_bytes))
 _KINDS = {"text": (_texts, quoted_cells), "number": (_numbers, number_cells),
-          "boolean": (_booleans, boolean_cells), "plain": (_plain, plain_cells)}
+          "boolean": (_booleans, boolean_cells), "plain": (_plain, plain_cells),
+          "json": (_jsons, json_cells)}
 
 
 def _expected_cell(value: Any) -> str:
@@ -110,13 +121,20 @@ def _expected_cell(value: Any) -> str:
         return ""
     if type(value) is bool:
         return "true" if value else "false"
-    if type(value) is msgspec.Raw:
+    if type(value) in (msgspec.Raw, bytes):
         return bytes(value).decode()
     return str(value)
 
 
 def _parsed(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text, newline=""), strict=True))
+
+
+def _unescaped(data: bytes) -> str:
+    """A piece of `data` as the JSON body carries it -> the CSV text it stands for."""
+    text = json.loads(b'"' + data + b'"')
+    assert isinstance(text, str)
+    return text
 
 
 @st.composite
@@ -136,7 +154,7 @@ def test_column_wise_csv_reads_back_as_the_value_by_value_csv(
     rows, makers, positions = batch
     expected = [[_expected_cell(None if i is None else row[i]) for i in positions]
                 for row in rows]
-    fast = csv_text(rows, makers, positions)
+    fast = _unescaped(csv_data(rows, makers, positions))
     assert _parsed(fast) == expected
     assert _parsed(exact_csv_text(rows, positions)) == expected
     assert fast.count("\n") - sum(_expected_cell(v).count("\n") for row in rows
@@ -144,14 +162,21 @@ def test_column_wise_csv_reads_back_as_the_value_by_value_csv(
 
 
 def test_a_column_the_shortcuts_do_not_cover_takes_the_value_by_value_path() -> None:
+    def exact(rows: list[tuple]) -> bytes:
+        return escaped(exact_csv_text(rows, [0, 1]))
+
     rows = [(1, "a"), (2, 3.5)]  # a float in a text column: not what a converter makes
-    assert csv_text(rows, [number_cells, quoted_cells], [0, 1]) == exact_csv_text(rows, [0, 1])
+    assert csv_data(rows, [number_cells, quoted_cells], [0, 1]) == exact(rows)
     rows = [("x", True), ("y", 1)]  # an integer in a boolean column
-    assert csv_text(rows, [quoted_cells, boolean_cells], [0, 1]) == exact_csv_text(rows, [0, 1])
+    assert csv_data(rows, [quoted_cells, boolean_cells], [0, 1]) == exact(rows)
+    rows = [("x", b"{}"), ("y", "{}")]  # text in a JSON column
+    assert csv_data(rows, [quoted_cells, json_cells], [0, 1]) == exact(rows)
+    rows = [("\\u001f", b"1"), ("y", b"2")]  # the escaped separator as text
+    assert csv_data(rows, [quoted_cells, json_cells], [0, 1]) == exact(rows)
 
 
 def test_one_column_rows_are_never_empty_lines() -> None:
-    assert _parsed(csv_text([(None,), ("",), ("a",)], [quoted_cells], [0])) == [
+    assert _parsed(_unescaped(csv_data([(None,), ("",), ("a",)], [quoted_cells], [0]))) == [
         [""], [""], ["a"]]
 
 
@@ -161,6 +186,15 @@ def test_batch_records_follow_the_stored_order() -> None:
     layout = Layout((2, 0, 1), identity=False)
     assert json.loads(batch_records(rows, layout)) == [[0.1, 1, "a"], [-1e5, 2, None]]
     assert batch_records(rows, layout).startswith(b"[[0.10,1,")  # digits as they came
+
+
+def test_batch_records_send_json_columns_as_their_text() -> None:
+    rows = [(1, json_bytes({"a": msgspec.Raw(b"0.10"), "é": "\"q\""})), (2, None)]
+    assert json.loads(batch_records(rows, None, [1])) == [
+        [1, '{"a":0.10,"é":"\\"q\\""}'], [2, None]]
+    layout = Layout((1, 0), identity=False)
+    assert json.loads(batch_records(rows, layout, [1])) == [
+        ['{"a":0.10,"é":"\\"q\\""}', 1], [None, 2]]
 
 
 # -- the CSV route end to end ----------------------------------------------------------------
@@ -214,6 +248,7 @@ def test_a_csv_body_given_in_pieces_holds_their_text_in_order() -> None:
     from target_datainsider.client import CSV_SETTING, DataInsiderClient
 
     pieces = ['1,"a ""q"" \\ é",\n', '2,"😀\r\n\x1f",true\n', ""]
-    body = DataInsiderClient(None, "key").csv_body("db", "t", iter(pieces))  # type: ignore[arg-type]
+    body = DataInsiderClient(None, "key").csv_body(  # type: ignore[arg-type]
+        "db", "t", map(escaped, pieces))
     assert json.loads(body) == {"api_key": "key", "db_name": "db", "tbl_name": "t",
                                 "csv_setting": CSV_SETTING, "data": "".join(pieces)}

@@ -38,6 +38,7 @@ from target_datainsider.sandbox import (
     coerce,
     coerce_column,
     csv_column,
+    csv_column_json,
     csv_converter,
     csv_value,
 )
@@ -481,6 +482,35 @@ def test_csv_column_gives_what_csv_value_gives(column: dict[str, Any],
         [csv_value(column, cell) for cell in cells])
 
 
+@pytest.mark.parametrize("column", _FAST_COLUMNS, ids=lambda c: str(sorted(c.items())))
+@settings(max_examples=150, deadline=None)
+@given(cells=_columns_of_cells)
+@example(cells=["1", "-20", "0"])
+@example(cells=["1.50", "-0.000001", "123456789012345678.123456"])
+@example(cells=["2024-02-29 00:00:00.000Z", "0001-01-01 23:59:59.999Z"])
+@example(cells=["2024-02-29", "0999-12-31"])
+def test_columns_stored_whole_are_what_csv_column_stores(column: dict[str, Any],
+                                                         cells: list[str | None]) -> None:
+    stored = csv_column_json(column, cells)
+    if isinstance(stored, msgspec.Raw):
+        assert _decode(bytes(stored)) == _stored(csv_column(column, cells))
+    else:
+        assert _stored(stored) == _stored(csv_column(column, cells))
+
+
+def test_a_column_of_what_targets_send_is_stored_whole() -> None:
+    shapes = [({"class_name": "int64"}, ["1", "-2"], b"[1,-2]"),
+              ({"class_name": "double"}, ["0.10", "-3"], b"[0.10,-3]"),
+              ({"class_name": "datetime64", "input_formats": ["yyyy-MM-dd HH:mm:ss.SSSXXX"]},
+               ["2024-01-02 03:04:05.678Z", "0999-12-31 23:59:59.000Z"],
+               b'["2024-01-02 03:04:05.678","0999-12-31 23:59:59.000"]'),
+              ({"class_name": "date", "input_formats": ["yyyy-MM-dd"]}, ["2024-02-29"],
+               b'["2024-02-29"]')]
+    for column, cells, text in shapes:
+        assert csv_column_json(column, cells) == msgspec.Raw(text)
+        assert type(csv_column_json(column, [*cells, ""])) is list  # an empty cell: values
+
+
 _CANONICAL_SHAPES = [("datetime64", "yyyy-MM-dd HH:mm:ss.SSSXXX"),
                      ("datetime", "yyyy-MM-dd HH:mm:ss.SSSXXX"), ("date", "yyyy-MM-dd")]
 
@@ -637,3 +667,59 @@ def test_routes_store_the_same_rows_with_and_without_the_fast_paths(
     assert fast == exact
     assert fast[2][0] == {"id": 0, "name": "n0 é", "amount": 0.5, "ok": True,
                           "at": "2024-02-01 00:04:05.000", "day": "0999-12-01"}
+
+
+def test_ingestion_pauses_the_collector_until_the_last_call_ends() -> None:
+    """Calls served at once (threads) share the pause: the collector runs again only when
+    the last one ends, and stays off if it was off before."""
+    import gc
+
+    pause = emulator._CollectorPause()
+    assert gc.isenabled()
+    first, second = pause(), pause()
+    first.__enter__()
+    second.__enter__()
+    assert not gc.isenabled()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()  # the second call is still building its rows
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with pause():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()
+
+
+_json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+                          st.floats(allow_nan=False, allow_infinity=False),
+                          st.text(st.characters(codec="utf-8"), max_size=8))
+_json_documents = st.recursive(
+    _json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                           st.dictionaries(st.text(max_size=4), inner,
+                                                           max_size=4)), max_leaves=12)
+_odd_bodies = st.sampled_from([
+    b'{"a": 1, "a": 2}', b'{"n": 1e5}', b'{"n": -0}', b'{"n": 1.0}', b'{"s": "\\ud800"}',
+    b'{"s": "\\ud83d\\ude00"}', b'[18446744073709551616]', b'{"a": NaN}', b"\xef\xbb\xbf{}",
+    b'{"a": "\xff"}', b"{} x", b"", b" [1] ", b'"text"', b"[" * 2000 + b"]" * 2000])
+
+
+def _same_reading(body: bytes) -> tuple[str, str]:
+    def read(decode: Any) -> str:
+        try:
+            return repr(decode(body))  # repr: True is not 1, a float not a Decimal
+        except (msgspec.DecodeError, RecursionError) as exc:
+            return f"{type(exc).__name__} {exc}"
+
+    return read(emulator.decode_plain), read(emulator._decode_exact)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(_json_documents.map(lambda v: json.dumps(v).encode()), _odd_bodies,
+                 _json_documents.map(lambda v: json.dumps(v, ensure_ascii=False).encode()),
+                 st.binary(max_size=20)))
+def test_a_body_read_by_orjson_is_what_msgspec_reads(body: bytes) -> None:
+    fast, exact = _same_reading(body)
+    assert fast == exact
