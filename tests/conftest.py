@@ -82,14 +82,16 @@ class Sandbox:
         return [(f["name"], Store(root).file_path(f["stored"])) for f in files]
 
     def di_exact_rows(self, table: str, database: str = DI_DATABASE) -> list[dict]:
-        """A DataInsider table's rows as stored, numbers with a fraction as `NumberText`."""
+        """A DataInsider table's rows as stored, numbers with a fraction as `NumberText`:
+        lines of rows (the batch route) or of columns (the CSV route: `values`)."""
         store = Store(self.server.data_dir / "datainsider")
         meta = store.read_meta() or {"databases": {}}
         stored = meta["databases"][database]["tables"][table]
         rows: list[dict] = []
         for line in store.rows_path(stored["file"]).read_bytes().splitlines():
             batch = json.loads(line, parse_float=NumberText)
-            rows += [dict(zip(batch["columns"], row, strict=True)) for row in batch["rows"]]
+            batch_rows = batch["rows"] if "rows" in batch else zip(*batch["values"], strict=True)
+            rows += [dict(zip(batch["columns"], row, strict=True)) for row in batch_rows]
         return rows
 
     def exact_rows(self, code: str = SANDBOX_DATASET_CODE) -> list[dict]:

@@ -12,8 +12,6 @@ import pytest
 import requests
 from conftest import (
     DI_CMD,
-    DI_DATABASE,
-    NumberText,
     Sandbox,
     counter_stream,
     error_line,
@@ -26,7 +24,6 @@ from conftest import (
     states_of,
 )
 
-from target_core.sandbox.store import Store
 from target_datainsider.sandbox import SANDBOX_API_KEY
 from target_datainsider.sink import DataInsiderSink
 from target_datainsider.target import SWITCH_SECONDS, TargetDataInsider
@@ -383,20 +380,6 @@ def exact_records(stream: str, first: int, *, note: str | None = "n") -> list[st
             f'"amount": {number}, "note": {shown}}}}}' for i, number in enumerate(EXACT)]
 
 
-def stored_rows(sandbox: Sandbox, table: str) -> list[dict]:
-    """A DataInsider table's rows as stored, numbers with a fraction as `NumberText`: lines
-    of rows (the batch route) or of columns (the CSV route: `values`, column by column)."""
-    store = Store(sandbox.server.data_dir / "datainsider")
-    meta = store.read_meta() or {"databases": {}}
-    stored = meta["databases"][DI_DATABASE]["tables"][table]
-    rows: list[dict] = []
-    for line in store.rows_path(stored["file"]).read_bytes().splitlines():
-        batch = json.loads(line, parse_float=NumberText)
-        batch_rows = batch["rows"] if "rows" in batch else zip(*batch["values"], strict=True)
-        rows += [dict(zip(batch["columns"], row, strict=True)) for row in batch_rows]
-    return rows
-
-
 def test_numbers_keep_the_taps_digits_on_the_batch_and_csv_routes(
         tmp_path: Path, sandbox: Sandbox, di_config: dict) -> None:
     """Batch route (no null), CSV route (a null in the batch) and rows re-ordered for a table
@@ -421,7 +404,7 @@ def test_numbers_keep_the_taps_digits_on_the_batch_and_csv_routes(
     result = run(tmp_path, di_config, messages)
     assert result.returncode == 0, result.stderr
     for table in ("exact", "reordered"):
-        rows = stored_rows(sandbox, table)
+        rows = sandbox.di_exact_rows(table)
         assert [r["id"] for r in rows] == [1, 2, 3, 4, 5, 6]
         assert [str(r["amount"]) for r in rows] == [*EXACT, *EXACT], table
         assert [r["note"] for r in rows] == ["n", "n", "n", None, None, None]
