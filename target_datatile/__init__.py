@@ -7,3 +7,7 @@ Collector API (create / reload / append), then the processing job is polled to i
 - `client`: the Data Collector API, one method per route.
 - `sandbox`: the emulator served by `target-sandbox` under `/datatile/api/v2`.
 """
+
+from target_core.startup import defer_unused_imports
+
+defer_unused_imports()  # before singer-sdk loads (target_core/startup.py)

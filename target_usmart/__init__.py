@@ -1,1 +1,5 @@
 """target-usmart: Singer streams as CSV files and revisions of uSmart datasets."""
+
+from target_core.startup import defer_unused_imports
+
+defer_unused_imports()  # before singer-sdk loads (target_core/startup.py)
