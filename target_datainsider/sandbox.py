@@ -224,7 +224,10 @@ def parse_moment(column: dict[str, Any], value: Any) -> dt.datetime:
     epoch ms; a string is read with the first of `input_formats` that parses it or, only when
     there are none, with `yyyy-MM-dd HH:mm:ss` (`DateTimeColumnParser`)."""
     if type(value) is int:
-        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=value)
+        try:
+            return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=value)
+        except OverflowError:  # past what a date can hold: an invalid field, not a 500
+            raise Invalid("not a date") from None
     if type(value) is not str:
         raise Invalid("not a date")
     zone = _zone_of(column)

@@ -185,6 +185,14 @@ def test_batch_is_positional_with_the_null_quirk(api: Api, server: SandboxServer
     ]
 
 
+def test_an_epoch_past_what_a_date_holds_is_an_invalid_field(api: Api,
+                                                            server: SandboxServer) -> None:
+    api.schema("e", [COLUMNS[0], COLUMNS[4]])
+    counts = api.batch("e", [[1, 10**30], [2, -(10**17)], [3, 1700000000123]])
+    assert (counts["total_invalid_records"], counts["total_inserted_records"]) == (2, 1)
+    assert api.rows("e", server) == [{"id": 3, "at": "2023-11-14 22:13:20.123"}]
+
+
 def test_date_without_input_formats_needs_the_default_pattern(api: Api,
                                                               server: SandboxServer) -> None:
     api.schema("d", [COLUMNS[0], COLUMNS[5], {"class_name": "datetime", "name": "dt",
