@@ -37,9 +37,7 @@ from target_usmart.ingest_csv import IngestCsvWriter
 
 logger = logging.getLogger(__name__)
 
-APPEND = "append-only"
 OVERWRITE = "overwrite"
-LOAD_METHODS = (APPEND, OVERWRITE)
 ALL_PIPELINES = "all"
 
 
@@ -190,5 +188,5 @@ class UsmartLoad(FileLoad):
         return chosen
 
 
-__all__ = ["ALL_PIPELINES", "LOAD_METHODS", "PLATFORM", "Destination", "Destinations",
+__all__ = ["ALL_PIPELINES", "OVERWRITE", "PLATFORM", "Destination", "Destinations",
            "UsmartLoad", "csv_file_name", "stamped"]
