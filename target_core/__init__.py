@@ -10,3 +10,12 @@
 - `spool`: disk-backed batch files for platforms that take whole files.
 - `sandbox`: the machinery of the API emulators that ship with the product.
 """
+
+import os
+
+# Arrow's default allocator (mimalloc) keeps freed pages. Unless the environment says
+# otherwise, every pyarrow user here (the spool, Parquet, SPSS) gets the system allocator:
+# the variable is read when pyarrow loads, and `pa.set_memory_pool` does not reach the
+# Parquet writer's C++ allocations. Peak RSS of 200k-record runs in bench/run.py, same
+# speed: lake mode 146 MB with mimalloc, 127 MB without; DataTile 150 MB and 117 MB.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")

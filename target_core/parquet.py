@@ -1,11 +1,8 @@
 """The Parquet format writer (pyarrow), for whole-file platforms (DataInsider's lake mode).
 
 Its own module, apart from `formats.py`, because importing pyarrow's Parquet support costs
-about 35 MB of memory: only a run that writes Parquet imports it. Unless the environment
-says otherwise, Arrow is told to use the system allocator (`ARROW_DEFAULT_MEMORY_POOL`,
-read when pyarrow loads; `pa.set_memory_pool` does not reach the Parquet writer's C++
-allocations): its default, mimalloc, keeps freed pages (peak RSS of a 200k-record lake run
-in bench/run.py: 146 MB with mimalloc, 127 MB with the system allocator, same speed).
+about 35 MB of memory: only a run that writes Parquet imports it. Arrow uses the system
+allocator (set in `target_core/__init__.py`).
 """
 
 from __future__ import annotations
@@ -14,12 +11,9 @@ import contextlib
 import ctypes
 import datetime as dt
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # before pyarrow loads
 
 import pyarrow as pa
 import pyarrow.parquet as pq

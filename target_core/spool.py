@@ -18,12 +18,9 @@ look like the last schema (added columns null, retyped columns converted).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # see target_core.parquet
 
 import pyarrow as pa
 import pyarrow.compute as pc

@@ -20,16 +20,10 @@ whole data frame: docs/datatile.md has the measurements.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-
-# Arrow's default allocator (mimalloc) keeps freed pages: peak RSS of a 200k-record run
-# was 150 MB with it and 117 MB with the system allocator, at the same speed (read when
-# pyarrow loads, so before the first import; see also target_core.parquet).
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 import pyarrow as pa
 import pyarrow.compute as pc
