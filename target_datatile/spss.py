@@ -3,12 +3,13 @@
 An SPSS header holds the row count and each string variable's width, before the first row.
 So a stream's file is made in two steps (:class:`SpssWriter`, a core ``SpooledWriter``):
 
-1. while rows are spooled, the core's ``RowSpool`` counts them and keeps each column's
-   widest string in UTF-8 bytes (the converters of ``variables`` refuse a text over SPSS's
-   32,767 bytes, naming stream, line and field);
-2. at the end, :class:`SpssFileWriter` gets those :class:`HeaderFacts`, then the rows from
-   the spool in bounded chunks; each chunk becomes one Arrow record batch that
-   readstat-arrow's ``SavWriter`` appends, so memory depends on the chunk, not the stream.
+1. while the stream runs, each batch of rows becomes one Arrow record batch on the packer
+   thread (:func:`spss_record_batch`), which the core's ``BatchSpool`` keeps on disk; it
+   counts the rows and keeps each column's widest string in UTF-8 bytes (the converters of
+   ``variables`` refuse a text over SPSS's 32,767 bytes, naming stream, line and field);
+2. at the end, :class:`SpssFileWriter` gets those :class:`HeaderFacts`, then the spooled
+   batches as they are, which readstat-arrow's ``SavWriter`` appends one at a time, so
+   memory depends on a batch, not the stream.
    A .zsav is ReadStat's bytecode .sav, compressed into zlib blocks on the way to disk by
    :mod:`target_datatile.zsav` (ReadStat's own .zsav writer keeps every block in memory until
    the file is closed, see there).
@@ -68,7 +69,7 @@ class HeaderFacts:
     def from_widths(
         cls, row_count: int, columns: Sequence[Column], widths: Sequence[int]
     ) -> HeaderFacts:
-        """From a spool that measured widths by column position (the core's ``RowSpool``:
+        """From a spool that measured widths by column position (the core's ``BatchSpool``:
         ``rows`` and ``string_widths``)."""
         return cls(row_count, {column.name: width
                                for column, width in zip(columns, widths, strict=True)})
@@ -192,7 +193,8 @@ class SpssFileWriter:
 
     ``columns`` fix the variables (names, labels, types: :mod:`target_datatile.variables`);
     ``facts`` give the row count and string widths measured while spooling. Each
-    :meth:`write_batch` takes rows as lists of converted values in column order (see
+    :meth:`write_batch` takes a record batch of :attr:`schema` (the target's, from the
+    spool) or rows of converted values in column order (see
     :func:`target_datatile.variables.converter_for`). :meth:`close` finishes the file and
     fails if fewer rows came than the header announced; :meth:`abort` removes the file, as
     does a :meth:`close` that fails.

@@ -22,7 +22,7 @@ Types (neutral type from ``target_core.columns`` -> SPSS variable):
 
 A null is system-missing in a numeric variable and an empty string in a string variable
 (SPSS has no missing string). A string variable is as wide as its longest value in UTF-8
-bytes, measured while spooling (the core's ``RowSpool``).
+bytes, measured while spooling (the core's ``BatchSpool``).
 """
 
 from __future__ import annotations
@@ -314,5 +314,5 @@ _CONVERTERS: dict[ColumnType, Converter] = {
 
 
 def converter_for(column: Column) -> Converter:
-    """Record value -> the value :class:`~target_datatile.spss.SpssFileWriter` takes."""
+    """Record value -> the value :func:`~target_datatile.spss.spss_record_batch` spools."""
     return _CONVERTERS[column.type]
