@@ -88,7 +88,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -504,18 +504,23 @@ def canonical_dates(kind: str, pattern: str, texts: Sequence[Any]) -> list[str] 
     return list(map(operator.itemgetter(slice(0, kept)), texts))
 
 
-def _canonical_shape(kind: str, pattern: str, texts: Sequence[Any]) -> int | None:
+def _canonical_shape(kind: str, pattern: str, texts: Sequence[Any],
+                     joined: str | None = None) -> int | None:
     """How many characters of each cell are stored, when all have the canonical shape of
-    `pattern` (see `canonical_dates`); else None."""
+    `pattern` (see `canonical_dates`); else None. `joined`: the texts joined by line ends,
+    already checked one per line (`_one_per_line`) by the caller."""
     shape = _CANONICAL_DATES.get((kind, pattern))
     if shape is None or not texts:
         return None
     regex, kept = shape
-    try:
-        joined = "\n".join(texts)
-    except TypeError:  # a value that is no text
-        return None
-    if not _one_per_line(texts, joined) or regex.fullmatch(joined) is None:
+    if joined is None:
+        try:
+            joined = "\n".join(texts)
+        except TypeError:  # a value that is no text
+            return None
+        if not _one_per_line(texts, joined):
+            return None
+    if regex.fullmatch(joined) is None:
         return None
     try:
         for day in set(map(_DAY, texts)):
@@ -613,7 +618,7 @@ def csv_column_json(column: dict[str, Any], cells: Sequence[str | None]
     whole = _WHOLE_COLUMNS[kind]
     if whole is None:  # dates: stored as the cells' text (no character JSON escapes)
         formats = column.get("input_formats") or []
-        kept = _canonical_shape(kind, formats[0], cells) if formats else None
+        kept = _canonical_shape(kind, formats[0], cells, joined) if formats else None
         if kept != len(cells[0]) - (kind == "datetime64"):  # type: ignore[arg-type]
             return csv_column(column, cells)
         if kind == "datetime64":  # the `Z` that ends each cell cut
@@ -909,23 +914,22 @@ class WarehouseCatalog:
 
     def insert(self, table: dict[str, Any], rows: Sequence[Sequence[Any]], route: str
                ) -> None:
-        with self._store.lock:
-            if rows:
-                names = [column["name"] for column in _insertable(table)]
-                line = _encode_exact({"columns": names, "rows": rows})
-                table["rows_bytes"] = self._store.append_line(table["file"], line)
-                table["row_count"] += len(rows)
-            table[f"{route}_calls"] += 1
-            self._save()
+        self._append(table, "rows", rows, len(rows), route)
 
     def insert_columns(self, table: dict[str, Any], values: Sequence[Sequence[Any]],
                        count: int, route: str) -> None:
         """`insert` of `count` rows given a column at a time (the stored columns' values,
         in order): kept that way, each read transposes them back (`rows`)."""
+        self._append(table, "values", values, count, route)
+
+    def _append(self, table: dict[str, Any], key: str, data: Sequence[Any], count: int,
+                route: str) -> None:
+        """One line of `count` rows (`data` under `key`: "rows" or "values"), and the call
+        counted for its route."""
         with self._store.lock:
             if count:
                 names = [column["name"] for column in _insertable(table)]
-                line = _encode_exact({"columns": names, "values": values})
+                line = _encode_exact({"columns": names, key: data})
                 table["rows_bytes"] = self._store.append_line(table["file"], line)
                 table["row_count"] += count
             table[f"{route}_calls"] += 1
@@ -1172,6 +1176,18 @@ class LakeRefusal(Exception):
 Handler = Callable[[Request, dict[str, Any], list[str]], Reply]
 
 
+class _Route(NamedTuple):
+    method: str
+    pattern: tuple[str, ...]
+    """Path segments; `*` matches one."""
+    needs_edit: bool
+    """Needs the edit permission."""
+    handler: Handler
+    ingests: frozenset[str] | None = None
+    """An ingestion route: the body fields it reads as JSON text, and the collector is held
+    off while it runs (`collector_paused`); None for the other routes."""
+
+
 _decode_fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 RECORDS_AS_TEXT = frozenset({"records"})
 """The batch route's records stay their JSON text (`msgspec.Raw`): `batch_rows_fast` reads
@@ -1252,19 +1268,18 @@ class DataInsiderEmulator:
         self._lake_routes.add("GET", "/ingestion/file/sync/list", self._sync_page)
         self._lake_routes.add("GET", "/ingestion/file/sync/history", self._sync_page)
         self._lake_routes.add("POST", "/lake/file/upload", self._upload)
-        # (method, path pattern, needs edit permission, handler); `*` matches one segment
-        self._routes: list[tuple[str, tuple[str, ...], bool, Handler]] = [
-            ("GET", ("databases",), False, self._list_databases),
-            ("POST", ("databases",), True, self._create_database),
-            ("GET", ("databases", "*"), False, self._get_database),
-            ("DELETE", ("databases", "*"), True, self._delete_database),
-            ("POST", ("databases", "*", "tables"), True, self._create_table),
-            ("GET", ("databases", "*", "tables", "*"), False, self._get_table),
-            ("DELETE", ("databases", "*", "tables", "*"), True, self._delete_table),
-            ("POST", ("ingestion", "csv", "schema"), True, self._register_schema),
-            ("POST", ("ingestion", "batch"), True, self._ingest_batch),
-            ("POST", ("ingestion", "csv"), True, self._ingest_csv),
-            ("DELETE", ("ingestion", "*", "*"), True, self._truncate),
+        self._routes = [
+            _Route("GET", ("databases",), False, self._list_databases),
+            _Route("POST", ("databases",), True, self._create_database),
+            _Route("GET", ("databases", "*"), False, self._get_database),
+            _Route("DELETE", ("databases", "*"), True, self._delete_database),
+            _Route("POST", ("databases", "*", "tables"), True, self._create_table),
+            _Route("GET", ("databases", "*", "tables", "*"), False, self._get_table),
+            _Route("DELETE", ("databases", "*", "tables", "*"), True, self._delete_table),
+            _Route("POST", ("ingestion", "csv", "schema"), True, self._register_schema),
+            _Route("POST", ("ingestion", "batch"), True, self._ingest_batch, RECORDS_AS_TEXT),
+            _Route("POST", ("ingestion", "csv"), True, self._ingest_csv, frozenset()),
+            _Route("DELETE", ("ingestion", "*", "*"), True, self._truncate),
         ]
 
     def handle(self, request: Request) -> Reply:
@@ -1278,13 +1293,13 @@ class DataInsiderEmulator:
             if len(request.body) > MAX_REQUEST_BYTES:
                 raise DIError(413, REASONS[413],
                               f"request body exceeds {MAX_REQUEST_BYTES} bytes")
-            handler, needs_edit, params = self._route(request)
-            if handler not in (self._ingest_batch, self._ingest_csv):
-                return handler(request, self._authenticate(request, needs_edit), params)
-            as_text = RECORDS_AS_TEXT if handler == self._ingest_batch else frozenset()
+            route, params = self._route(request)
+            if route.ingests is None:
+                return route.handler(request, self._authenticate(request, route.needs_edit),
+                                     params)
             with collector_paused():
-                body = self._authenticate(request, needs_edit, as_text)
-                return handler(request, body, params)
+                body = self._authenticate(request, route.needs_edit, route.ingests)
+                return route.handler(request, body, params)
         except _UnknownKey as exc:
             return Reply(404, {"errors": [str(exc)]})
         except DIError as exc:
@@ -1368,17 +1383,18 @@ class DataInsiderEmulator:
         return Reply(200, {"code": 0, "msg": None})
 
     # routing and auth ---------------------------------------------------------------------
-    def _route(self, request: Request) -> tuple[Handler, bool, list[str]]:
+    def _route(self, request: Request) -> tuple[_Route, list[str]]:
         segments = [s for s in request.path.split("/") if s]
         methods = []
-        for method, pattern, needs_edit, handler in self._routes:
+        for route in self._routes:
+            pattern = route.pattern
             if len(pattern) != len(segments) or not all(
                     p in ("*", s) for p, s in zip(pattern, segments, strict=True)):
                 continue
-            if method == request.method.upper():
+            if route.method == request.method.upper():
                 params = [s for p, s in zip(pattern, segments, strict=True) if p == "*"]
-                return handler, needs_edit, params
-            methods.append(method)
+                return route, params
+            methods.append(route.method)
         if methods:
             raise DIError(405, "bad_request", f"method {request.method} not allowed")
         raise DIError(404, "not_found", f"route {request.path} not found")
