@@ -99,8 +99,8 @@ class DataInsiderClient:
 
     def csv_body(self, database: str, table: str, pieces: Iterable[bytes]) -> bytes:
         """The body of an `ingestion/csv` call: rows as CSV text (no header), given in
-        pieces each already escaped as the inside of a JSON string (so only one piece's
-        text is held at a time, and no pass over the whole text escapes it)."""
+        pieces each already escaped as the inside of a JSON string (no pass over the whole
+        text escapes it; the cells of only one piece exist at a time while they are made)."""
         head = _encode({"api_key": self.api_key, "db_name": database, "tbl_name": table,
                         "csv_setting": CSV_SETTING, "data": ""})
         return b"".join([head[:-2], *pieces, b'"}'])  # head: up to the opening quote of data
