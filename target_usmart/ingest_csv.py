@@ -49,7 +49,7 @@ from typing import Any, TextIO
 import msgspec
 
 from target_core.columns import Column, ColumnType
-from target_core.conversions import date_text, dumps, number, parse_datetime, text
+from target_core.conversions import date_text, dumps, number_text, parse_datetime
 from target_core.formats import FormatWriter
 
 CONTENT_TYPE = "text/csv"
@@ -135,10 +135,7 @@ def number_cell(value: Any) -> str:
         return str(value, "ascii")
     if kind is int:
         return str(value)
-    if value is None:
-        return NULL
-    exact = number(value)  # ValueError: must be a (finite) number
-    return str(exact, "ascii") if type(exact) is _Raw else str(int(exact))
+    return number_text(value) or NULL  # ValueError: must be a (finite) number
 
 
 def boolean_cell(value: Any) -> str:
@@ -154,9 +151,7 @@ def text_cell(value: Any) -> str:
     `"true"` stays a string); a non-string (several-typed columns) as its JSON text."""
     if type(value) is str:
         return f'"{value.replace(_QUOTE, _TWO_QUOTES)}"'
-    if value is None:
-        return NULL
-    return text_cell(text(value))
+    return json_cell(value)  # None -> NULL
 
 
 def json_cell(value: Any) -> str:
@@ -230,11 +225,6 @@ class IngestCsvWriter(FormatWriter):
         on the reader thread, where a bad value is reported with its stream, line and
         field. Every column type has one: the writer only joins cells."""
         return _CONVERTERS[column.type]
-
-    @classmethod
-    def cells(cls, columns: Sequence[Column], values: Sequence[Any]) -> tuple[str, ...]:
-        """One row of values as the sink hands it over (its converters applied)."""
-        return tuple(cls.converter_for(c)(v) for c, v in zip(columns, values, strict=True))
 
     # -- columns ----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +19,13 @@ from typing import Any
 import pytest
 import requests
 
+from target_core.columns import Column
 from target_core.sandbox import SandboxServer
 from target_core.sandbox.store import Store
 from target_datainsider.sandbox import SANDBOX_API_KEY
 from target_graphitenote.sandbox import SANDBOX_DATASET_CODE, SANDBOX_TOKEN, SANDBOX_USER_CODE
 from target_usmart import sandbox as usmart_sandbox
+from target_usmart.ingest_csv import IngestCsvWriter
 
 TARGET_CMD = [sys.executable, "-m", "target_graphitenote"]
 DI_CMD = [sys.executable, "-m", "target_datainsider"]
@@ -419,3 +421,10 @@ def error_line(run: subprocess.CompletedProcess[str], prefix: str = ERROR_PREFIX
 
 def states_of(stdout: str) -> list[Any]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def usmart_cells(columns: Sequence[Column], values: Sequence[Any]) -> tuple[str, ...]:
+    """One row as the uSmart sink hands it to its writer: each value its finished CSV cell
+    (the reader-thread converters applied)."""
+    return tuple(IngestCsvWriter.converter_for(c)(v) for c, v in zip(columns, values,
+                                                                     strict=True))

@@ -12,11 +12,12 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from conftest import usmart_cells
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from target_core.columns import Column, ColumnType
-from target_usmart.ingest_csv import IngestCsvWriter, datetime_cell, iso_datetime
+from target_usmart.ingest_csv import datetime_cell, iso_datetime
 
 UTC = dt.UTC
 _ZONES = st.sampled_from([None, UTC, dt.timezone(dt.timedelta(0)),
@@ -103,9 +104,9 @@ def test_every_type_becomes_a_finished_cell() -> None:
     values = {T.TEXT: 'say "0012"', T.INTEGER: 7, T.NUMBER: 0.5, T.BOOLEAN: False,
               T.DATE: "2024-01-02", T.DATETIME: "2024-01-02T03:04:05+00:00",
               T.TIME: "10:00:00", T.JSON: {"a": [1, "b"]}}
-    cells = IngestCsvWriter.cells(columns, [values[c.type] for c in columns])
+    cells = usmart_cells(columns, [values[c.type] for c in columns])
     assert dict(zip([c.type for c in columns], cells, strict=True)) == {
         T.TEXT: '"say ""0012"""', T.INTEGER: "7", T.NUMBER: "0.5", T.BOOLEAN: "false",
         T.DATE: "2024-01-02", T.DATETIME: "2024-01-02T03:04:05Z", T.TIME: '"10:00:00"',
         T.JSON: '"{""a"":[1,""b""]}"'}
-    assert IngestCsvWriter.cells(columns, [None] * len(columns)) == ("",) * len(columns)
+    assert usmart_cells(columns, [None] * len(columns)) == ("",) * len(columns)

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import requests
+from conftest import usmart_cells
 
 from target_core.columns import Column, ColumnType
 from target_core.errors import ApiError
@@ -66,7 +67,7 @@ def stream_file(tmp_path: Path, rows: list[list[Any]]) -> Path:
                Column("code", "code", ColumnType.TEXT, True, False),
                Column("price", "price", ColumnType.NUMBER, True, False)]
     writer = IngestCsvWriter(tmp_path / "orders.csv", columns)
-    writer.write_rows([IngestCsvWriter.cells(columns, row) for row in rows])
+    writer.write_rows([usmart_cells(columns, row) for row in rows])
     return writer.finish()
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
+from conftest import usmart_cells
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -98,7 +99,7 @@ def read_back(path: Path) -> tuple[list[str], list[list[tuple[str, bool]]]]:
 
 def converted(columns: Sequence[Column], row: Sequence[Any]) -> tuple[str, ...]:
     """What the sink hands the writer: the reader-thread conversions done (finished cells)."""
-    return IngestCsvWriter.cells(columns, row)
+    return usmart_cells(columns, row)
 
 
 def assert_same(kind: ColumnType, value: Any, cell: tuple[str, bool]) -> None:
