@@ -193,8 +193,17 @@ def number_text(value: Any) -> str | None:
 
 def number_float(value: Any) -> float | None:
     """A number as a double, for formats that store numbers as doubles (Parquet `double`,
-    SPSS numeric): the platform's own precision, nothing finer."""
+    SPSS numeric): the platform's own precision, nothing finer. Beyond a double's range:
+    an infinity, for the format to refuse."""
     value = number(value)
     if value is None:
         return None
-    return float(bytes(value)) if type(value) is Raw else float(value)
+    if type(value) is not Raw:
+        return float(value)
+    try:
+        return _decode_float(value)  # the JSON text, parsed in C (4x `float(bytes(...))`)
+    except msgspec.ValidationError:  # "Number out of range"
+        return float(bytes(value))
+
+
+_decode_float = msgspec.json.Decoder(float).decode

@@ -150,7 +150,7 @@ def is_string_column(column: Column) -> bool:
 
 # values ------------------------------------------------------------------------------------
 Converter = Callable[[Any], Any]
-Raw = msgspec.Raw
+Raw = conversions.Raw
 _UTC = dt.UTC
 _LAST_INSTANT = "9999-12-31T23:59:59.999000"
 _SHORT_TEXT = MAX_STRING_BYTES // 4

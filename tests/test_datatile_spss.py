@@ -321,9 +321,12 @@ def _same_as_the_exact_path(text: object) -> None:
 
 
 def _exact_number(value: Any) -> float | None:
-    """spss_number before it had a fast path."""
+    """spss_number before it had a fast path: Python's own `float` of the number's text
+    (as `conversions.number_float` did before it had one too)."""
     try:
-        number = conversions.number_float(value)
+        exact = conversions.number(value)
+        number = None if exact is None else float(bytes(exact)) \
+            if type(exact) is conversions.Raw else float(exact)
     except OverflowError:
         number = math.inf
     if number is not None and math.isinf(number):
@@ -345,6 +348,18 @@ def _exact_number(value: Any) -> float | None:
 def test_spss_number_matches_number_float(value: Any) -> None:
     fast = _outcome(spss_number, value)
     assert fast == _outcome(_exact_number, value)
+
+
+@given(st.one_of(
+    st.integers(-(10**400), 10**400).map(lambda n: conversions.exact_number(str(n))),
+    st.from_regex(r"\A-?(0|[1-9][0-9]{0,400})\.[0-9]{1,30}\Z").map(conversions.exact_number),
+    st.floats(allow_nan=False, allow_infinity=False).map(
+        lambda f: conversions.exact_number(repr(f)))))
+@example(conversions.exact_number("9007199254740993.0"))
+@example(conversions.exact_number("1.7976931348623159e308"))
+def test_number_float_reads_raw_text_as_python_does(value: Any) -> None:
+    expected = float(bytes(value)) if type(value) is conversions.Raw else float(value)
+    assert conversions.number_float(value) == expected
 
 
 @given(st.one_of(st.text(max_size=50), st.text(min_size=8180, max_size=8200),
