@@ -195,9 +195,9 @@ def read_spss(path: Path) -> FileContent:
         where reading one column took 0.07 s); a file cut short fails that read, and is
         then counted by reading one column to the end: a numeric one in a single pass (8
         bytes a row), else the first, a chunk at a time."""
-        if not meta.column_names:
-            return int(meta.number_rows or 0)
         announced = int(meta.number_rows or 0)
+        if not meta.column_names:
+            return announced
         if announced > 0:
             with contextlib.suppress(pyreadstat.ReadstatError, pyreadstat.PyreadstatError):
                 last, _ = pyreadstat.read_sav(
