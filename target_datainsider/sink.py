@@ -678,6 +678,12 @@ class DataInsiderSink(CoreSink):
         return self.layout
 
     def _deliver(self, call: Call, lines: tuple[int, int]) -> None:
+        if call.rows > 1 and self.parts.budget.known_too_large(len(call.body)):
+            # packed before a 413 taught the limit: split now instead of being refused
+            first, second = self._halves(call)
+            self._deliver(first, lines)
+            self._deliver(second, lines)
+            return
         try:
             self._insert(call, lines)
         except PayloadTooLarge:

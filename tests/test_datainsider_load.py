@@ -300,6 +300,11 @@ def test_requests_stay_under_5_mb_and_413_splits(tmp_path: Path, sandbox: Sandbo
     assert result.returncode == 0, result.stderr
     statuses = [r["status"] for r in sandbox.requests() if r["path"] == BATCH]
     assert 413 in statuses
+    smallest_refused = float("inf")  # batches packed before a 413 are split before sending
+    for request in [r for r in sandbox.requests() if r["path"] == BATCH]:
+        assert request["request_bytes"] < smallest_refused, "a size refused before was sent"
+        if request["status"] == 413:
+            smallest_refused = request["request_bytes"]
     assert [r["id"] for r in sandbox.di_rows("t")] == list(range(1, 41))
     assert states_of(result.stdout) == [{"done": 2}]
 
