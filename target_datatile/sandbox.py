@@ -12,15 +12,16 @@ What it checks, as the vendor's page says the real API does: the ``token`` heade
 action (``create`` into a folder that is not the root, ``reload`` / ``append`` into a
 database); one request at a time per destination (a second one while a job runs: 409); a
 file-size limit (413) and an upload quota (402). The job reads the file for real with
-pyreadstat, a reader independent of the target's writer, after ``processing_seconds``:
-``create`` makes a database, ``reload`` replaces its variables and rows, ``append`` adds
-rows and merges new variables ("new waves are merged"), and a variable whose type differs
-from the database's fails the job, leaving the database as it was. The job itself reads
-the file's metadata (variables, types) and the last row the header announces (the row
-count; a file cut short or unreadable fails it) and keeps the file; its rows are read in
-chunks into the database's row file when first asked for (the state, ``show``), then
-counted again, so a run's wall time is the target's, not the emulator decoding every value
-(see `Catalog`).
+pyreadstat, a reader independent of the target's writer: ``create`` makes a database,
+``reload`` replaces its variables and rows, ``append`` adds rows and merges new variables
+("new waves are merged"), and a variable whose type differs from the database's fails the
+job, leaving the database as it was. A job starts with the upload's answer and takes
+``processing_seconds`` or its reading, whichever is longer; the database changes, and the
+job ends, only then. The job itself reads the file's metadata (variables, types) and the
+last row the header announces (the row count; a file cut short or unreadable fails it) and
+keeps the file; its rows are read in chunks into the database's row file when first asked
+for (the state, ``show``), then counted again, so a run's wall time is the target's, not
+the emulator decoding every value (see `Catalog`).
 
 Assumed, since the vendor's OpenAPI file was not available (the target has a setting for
 each): the job id field ``id``, the status route ``/jobs/{id}`` and its states, the
@@ -37,7 +38,7 @@ by default; the server's own body limit (64 MiB unless ``target-sandbox serve
 
 Built from the sandbox kit: ``Routes`` with path parameters, the kit's multipart parser
 (file parts streamed to disk, never held whole), ``Store.keep_file`` for the upload,
-``Jobs`` to run the processing after its delay, and the rate-limit bucket keyed on the
+``Jobs`` to run the processing on its own thread, and the rate-limit bucket keyed on the
 ``token`` header (``credential_sources``).
 """
 
@@ -53,6 +54,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -101,7 +103,9 @@ def _env_number(name: str, default: float) -> float:
 @dataclass
 class EmulatorSettings:
     processing_seconds: float = 0.05
-    """How long a job stays 'processing' before it reads the file."""
+    """The shortest time a job takes, from the upload's answer to its end. It reads the
+    file within that time, as a platform's processing does; a file that takes longer to
+    read makes a longer job."""
     max_file_bytes: int = 2 * 1024 * 1024 * 1024
     upload_quota: int = 10_000
     """Uploads accepted since the last reset; the next one is refused for quota."""
@@ -343,11 +347,11 @@ class Catalog:
             key = secrets.token_hex(8)
         return key
 
-    def load(self, job: dict[str, Any], content: FileContent, path: Path) -> str:
-        """Apply one processed file kept at `path` (in the store's files); returns the
-        database hash. On any error the database is left as it was."""
+    def load(self, job: dict[str, Any], content: FileContent, rows: int, path: Path) -> str:
+        """Apply one processed file kept at `path` (in the store's files), of `rows` rows
+        (`content.count_rows()`); returns the database hash. On any error the database is
+        left as it was."""
         action, target = job["action"], job["target"]
-        rows = content.count_rows()
         part = {"file": path.name, "rows": rows}
         with self.store.lock:
             if action == "create":
@@ -518,8 +522,8 @@ class DataTileEmulator:
         except BaseException:
             self.busy.release(target)
             raise
-        self.jobs.start(action, lambda: self._process(job, path),
-                        self.settings.processing_seconds)
+        ends = time.monotonic() + self.settings.processing_seconds
+        self.jobs.start(action, lambda: self._process(job, path, ends))
         return Reply(202, {"id": job_id, "status": "queued"})
 
     def _job(self, request: Request) -> Reply:
@@ -530,14 +534,20 @@ class DataTileEmulator:
             return Reply(200, _public(job))
 
     # the processing job -------------------------------------------------------------------
-    def _process(self, job: dict[str, Any], path: Path) -> None:
-        """The job's work (a kit `Jobs` thread, after `processing_seconds`). The file is
-        kept as the database's pending part when it loads (see `Catalog`)."""
+    def _process(self, job: dict[str, Any], path: Path, ends: float) -> None:
+        """The job's work (a kit `Jobs` thread, started with the upload's answer): read the
+        file, wait until `ends` (the upload's answer plus `processing_seconds`), then apply
+        it. The file is kept as the database's pending part when it loads (see `Catalog`)."""
         kept = False
         try:
             self._transition(job, status="processing")
             try:
-                database = self.catalog.load(job, read_dataset_file(path), path)
+                try:
+                    content = read_dataset_file(path)
+                    rows = content.count_rows()
+                finally:  # read or not, the job ends no sooner than `ends`
+                    time.sleep(max(0.0, ends - time.monotonic()))
+                database = self.catalog.load(job, content, rows, path)
             except Exception as exc:  # the file or its merge: the job fails, nothing changes
                 self._transition(job, status="failed", message=_reason(exc),
                                  finished=_now())

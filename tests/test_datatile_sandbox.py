@@ -238,6 +238,40 @@ def test_a_busy_destination_refuses_a_second_upload(api: Api) -> None:
     assert api.database()["row_count"] == 2 * len(PEOPLE)
 
 
+
+def test_a_job_reads_at_once_and_ends_after_processing_seconds(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read happens inside the job's time, not after it; the database changes, and the
+    job ends (completed or failed), no sooner than processing_seconds after the answer."""
+    import target_datatile.sandbox as emulator_module
+
+    reads: list[float] = []
+    real_read = emulator_module.read_dataset_file
+
+    def timed_read(path: Path) -> Any:
+        reads.append(time.monotonic())
+        return real_read(path)
+
+    monkeypatch.setattr(emulator_module, "read_dataset_file", timed_read)
+    api.emulator.settings.processing_seconds = 2.0
+    for path, outcome in ((api.file("people.zsav", PEOPLE), "completed"),
+                          (api.tmp / "bad.zsav", "failed")):
+        if outcome == "failed":
+            path.write_bytes(b"$FL2 but not SPSS")
+        rows_before = api.database()["row_count"]
+        response = api.upload("append", SANDBOX_DATABASE, path)
+        answered = time.monotonic()
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        while not reads or reads[-1] < answered - 1.0:
+            assert time.monotonic() - answered < 1.5, "the file was not read at once"
+            time.sleep(0.01)
+        assert reads[-1] - answered < 1.0
+        assert api.job(job_id)["status"] == "processing"
+        assert api.database()["row_count"] == rows_before, "changed before the job ended"
+        assert api.finished(job_id)["status"] == outcome
+        assert time.monotonic() - answered >= 2.0
+    assert api.database()["row_count"] == len(PEOPLE)
 def test_file_size_limit_and_quota(api: Api) -> None:
     path = api.file("people.zsav", PEOPLE)
     api.emulator.settings.max_file_bytes = path.stat().st_size - 1
