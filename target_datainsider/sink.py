@@ -60,6 +60,7 @@ from target_core.formats import FormatWriter
 from target_core.http import MultipartFile
 from target_core.rows import Converter
 from target_core.sink import Acknowledged, CoreSink, SinkParts
+from target_core.startup import import_pyarrow
 from target_datainsider.client import PLATFORM, SYNC_TYPES, DataInsiderClient, LakeClient
 from target_datainsider.names import normalize_name
 
@@ -755,6 +756,7 @@ def lake_directory(stream: str, config: Mapping[str, Any]) -> str:
 def parquet_writer() -> type[FormatWriter]:
     """`target_core.parquet.ParquetWriter`, imported on first use: pyarrow's Parquet support
     costs ~35 MB of memory, which warehouse mode never pays."""
+    import_pyarrow()
     from target_core.parquet import ParquetWriter
 
     return ParquetWriter

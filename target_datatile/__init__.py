@@ -8,6 +8,7 @@ Collector API (create / reload / append), then the processing job is polled to i
 - `sandbox`: the emulator served by `target-sandbox` under `/datatile/api/v2`.
 """
 
-from target_core.startup import defer_unused_imports
+from target_core.startup import defer_unused_imports, import_pyarrow
 
 defer_unused_imports()  # before singer-sdk loads (target_core/startup.py)
+import_pyarrow()  # before readstat-arrow loads it, with numpy
