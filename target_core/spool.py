@@ -19,6 +19,7 @@ look like the last schema (added columns null, retyped columns converted).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -128,9 +129,23 @@ class BatchSpool:
         self._closed = True
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        """The batches as written, each with the schema it was written with (see `conform`);
-        one batch in memory at a time."""
+        """The batches as written, each with the schema it was written with (see `conform`).
+
+        The next batch is read on a second thread while the caller uses this one: Arrow
+        reads and decompresses it without the GIL, beside a writer that holds it (ReadStat's
+        row loop). Two batches are in memory at most."""
         self.close()
+        stored = self._stored_batches()
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="spool-read") as reader:
+                coming = reader.submit(next, stored, None)
+                while (batch := coming.result()) is not None:
+                    coming = reader.submit(next, stored, None)
+                    yield batch
+        finally:  # also when the caller stops early: the segment file is closed now
+            stored.close()
+
+    def _stored_batches(self) -> Iterator[pa.RecordBatch]:
         for segment in self.segments:
             with pa.OSFile(str(segment), "rb") as source:
                 yield from pa.ipc.open_stream(source)

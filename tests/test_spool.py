@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import threading
 import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,6 +75,32 @@ def test_spool_memory_does_not_grow_with_rows(tmp_path: Path) -> None:
         tracemalloc.stop()
         spool.discard()
     assert peak < 4 * 1024 * 1024
+
+
+def test_the_next_batch_is_read_ahead_on_a_thread_and_a_caller_may_stop_early(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = BatchSpool(tmp_path / "s", SCHEMA)
+    for start in range(0, 50, 10):
+        spool.write(_batch([(i, str(i), None, None, None) for i in range(start, start + 10)]))
+    readers: list[str] = []
+    real_open = pa.ipc.open_stream
+
+    def open_stream(source: pa.NativeFile) -> pa.ipc.RecordBatchStreamReader:
+        readers.append(threading.current_thread().name)
+        return real_open(source)
+
+    monkeypatch.setattr(pa.ipc, "open_stream", open_stream)
+    threads_before = threading.active_count()
+    batches = spool.batches()
+    first = next(batches)
+    assert readers and readers[0].startswith("spool-read"), "read on the caller's thread"
+    assert first.column(0).to_pylist() == list(range(10))
+    assert [b.column(0)[0].as_py() for b in batches] == [10, 20, 30, 40]
+    early = spool.batches()
+    next(early)
+    early.close()  # a writer that failed: no thread is left behind
+    assert threading.active_count() == threads_before
+    spool.discard()
 
 
 def test_writing_after_close_is_refused(tmp_path: Path) -> None:
