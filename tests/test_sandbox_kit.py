@@ -107,6 +107,22 @@ def test_a_large_upload_is_streamed_to_disk_parsed_and_kept(
     assert not small["body"]["on_disk"] and small["body"]["size"] == 8
 
 
+def test_multipart_parts_arrive_whole_and_a_huge_form_field_is_refused(
+        server: SandboxServer) -> None:
+    from target_core.sandbox.emulator import MAX_FIELD_BYTES
+
+    tricky = b"\r\n--\r\n" * 100_000 + os.urandom(1_500_000)  # the delimiter's start, often
+    answer = requests.post(url(server, "/upload"), timeout=10, files={
+        "a": ("a.bin", tricky, "x/y"), "b": ("b.bin", b"", None),
+    }, data={"label": "Wälle 2", "empty": ""}).json()
+    assert answer["fields"] == {"label": "Wälle 2", "empty": ""}
+    assert answer["files"]["a"]["md5"] == hashlib.md5(tricky).hexdigest()
+    assert (answer["files"]["a"]["size"], answer["files"]["b"]["size"]) == (len(tricky), 0)
+    huge = requests.post(url(server, "/upload"), data={"label": "x" * (MAX_FIELD_BYTES + 1)},
+                         files={"a": ("a.bin", b"1", None)}, timeout=10)
+    assert huge.status_code == 400 and "form field 'label'" in huge.json()["error"]["message"]
+
+
 def test_a_malformed_multipart_body_is_a_400(server: SandboxServer) -> None:
     bad = requests.post(url(server, "/upload"), data=b"--x\r\nnot a part",
                         headers={"Content-Type": "multipart/form-data; boundary=x"}, timeout=10)

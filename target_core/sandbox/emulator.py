@@ -20,6 +20,12 @@ from typing import IO, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 import multipart
 import orjson
 
+BODY_READ_BYTES = 1 << 20
+"""How much of a multipart body is read and parsed at a time."""
+MAX_PARTS = 128
+MAX_FIELD_BYTES = 1 << 20
+"""A plain form field (not a file) is held in memory: this much at most."""
+
 
 class ApiError(Exception):
     """An error answer an emulator wants to give; it renders it in its platform's error shape."""
@@ -111,7 +117,8 @@ class Request:
         return size, digest.hexdigest()
 
     def multipart(self, spool_dir: Path) -> Multipart:
-        """Parse a multipart/form-data body, streaming file parts into `spool_dir`.
+        """Parse a multipart/form-data body; each file part's bytes go to a file in
+        `spool_dir` as they are parsed (written once, never held whole).
 
         A body that is not multipart, or is malformed, is the client's fault (400)."""
         content_type, options = multipart.parse_options_header(self.header("content-type") or "")
@@ -120,21 +127,39 @@ class Request:
         fields: dict[str, str] = {}
         files: dict[str, UploadedFile] = {}
         spool_dir.mkdir(parents=True, exist_ok=True)
+        parser = multipart.PushMultipartParser(options["boundary"], self.body_size(),
+                                               max_segment_count=MAX_PARTS, strict=True)
+        text = bytearray()
+        out: IO[bytes] | None = None
         try:
             with self.open_body() as body:
-                parser = multipart.MultipartParser(body, options["boundary"],
-                                                   self.body_size(), strict=True)
-                for number, part in enumerate(parser):
-                    if part.filename is None:
-                        fields[part.name] = part.value
+                for event in parser.parse_blocking(body.read, BODY_READ_BYTES):
+                    if isinstance(event, multipart.MultipartSegment):
+                        segment, text = event, bytearray()
+                        if segment.filename is not None:
+                            path = spool_dir / f"part-{len(fields) + len(files)}"
+                            out = path.open("wb")
+                    elif event:  # a piece of the segment's body
+                        if out is not None:
+                            out.write(event)
+                        elif len(text) + len(event) > MAX_FIELD_BYTES:
+                            raise ApiError(400, f"form field '{segment.name}' is over "
+                                           f"{MAX_FIELD_BYTES} bytes")
+                        else:
+                            text += event
+                    elif out is not None:  # the end of a file part
+                        out.close()
+                        out = None
+                        files[segment.name or ""] = UploadedFile(
+                            segment.name or "", segment.filename, segment.content_type, path,
+                            segment.size)
                     else:
-                        path = spool_dir / f"part-{number}"
-                        part.save_as(str(path))
-                        files[part.name] = UploadedFile(part.name, part.filename,
-                                                        part.content_type, path, part.size)
-                    part.close()
-        except multipart.MultipartError as exc:
+                        fields[segment.name or ""] = text.decode(segment.charset or "utf-8")
+        except (multipart.MultipartError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"malformed multipart body: {exc}") from None
+        finally:
+            if out is not None:
+                out.close()
         return Multipart(fields, files)
 
     def credential(self, sources: tuple[str, ...]) -> str:
