@@ -46,6 +46,7 @@ from target_datatile.variables import (
 )
 from target_datatile.zsav import (
     BLOCK_SIZE,
+    BUFFER_SIZE,
     ZsavError,
     ZsavStream,
     dictionary_length,
@@ -219,19 +220,22 @@ class SpssFileWriter:
         self.variables = spss_variables(self.columns)
         self.schema = spss_schema(self.columns)
         self.metadata = spss_metadata(self.variables, facts)
-        self._file: io.BufferedWriter | None = None
         self._zsav: ZsavStream | None = None
-        where: Path | io.BufferedWriter = self.path
+        self._file: io.BufferedWriter
         if compression == "zlib":
             self._file, self._zsav = open_zsav(
                 self.path, dictionary_length(self.schema, self.metadata),
                 block_size=zsav_block_size)
-            where, compression = self._file, "rows"
+            compression = "rows"
+        else:  # ReadStat writes each row on its own: a megabyte is gathered per system call
+            self._file = open(self.path, "wb", buffering=BUFFER_SIZE)  # noqa: SIM115
         try:
             self._writer = readstat_arrow.SavWriter(
-                where, self.schema, facts.row_count, self.metadata, compression=compression)
+                self._file, self.schema, facts.row_count, self.metadata,
+                compression=compression)
         except BaseException:
-            self._discard_zsav()
+            self._close_file()
+            self.path.unlink(missing_ok=True)
             raise
 
     @property
@@ -252,22 +256,22 @@ class SpssFileWriter:
         """Finish the file (ReadStat fails if fewer rows came than the header holds)."""
         try:
             self._writer.close()
-            if self._file is not None:
-                self._file.close()  # the last block, the ztrailer, the zheader
+            self._file.close()  # a .zsav's last block, its ztrailer and zheader
         except BaseException:
             self.abort()
             raise
 
     def abort(self) -> None:
         """Drop a file that will not be finished, so no partial file can be uploaded."""
-        self._writer.__exit__(RuntimeError, None, None)  # closes the file, writes no more
-        self._discard_zsav()
+        self._writer.__exit__(RuntimeError, None, None)  # writes no more
+        self._close_file()
         self.path.unlink(missing_ok=True)
 
-    def _discard_zsav(self) -> None:
-        if self._zsav is not None and self._file is not None:
+    def _close_file(self) -> None:
+        """Close the file without finishing it (a .zsav is dropped, not completed)."""
+        if self._zsav is not None:
             self._zsav.discard()
-            self._file.close()
+        self._file.close()
 
 
 def write_spss_file(
