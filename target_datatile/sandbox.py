@@ -542,11 +542,7 @@ class DataTileEmulator:
         try:
             self._transition(job, status="processing")
             try:
-                try:
-                    content = read_dataset_file(path)
-                    rows = content.count_rows()
-                finally:  # read or not, the job ends no sooner than `ends`
-                    time.sleep(max(0.0, ends - time.monotonic()))
+                content, rows = _read_until(path, ends)
                 database = self.catalog.load(job, content, rows, path)
             except Exception as exc:  # the file or its merge: the job fails, nothing changes
                 self._transition(job, status="failed", message=_reason(exc),
@@ -619,6 +615,16 @@ class DataTileEmulator:
         with self.store.lock:
             self.store.wipe()
             self.catalog = Catalog(self.store)
+
+
+def _read_until(path: Path, ends: float) -> tuple[FileContent, int]:
+    """The file's content and row count, returned (or its error raised) no sooner than
+    `ends`: a job takes `processing_seconds` at least, whatever its file."""
+    try:
+        content = read_dataset_file(path)
+        return content, content.count_rows()
+    finally:
+        time.sleep(max(0.0, ends - time.monotonic()))
 
 
 def _public(job: dict[str, Any]) -> dict[str, Any]:
