@@ -36,6 +36,13 @@ _INPUT_ERRORS = (InputError, FatalSyncError, InvalidInputLine, InvalidRecord, In
 _decode = msgspec.json.Decoder(float_hook=exact_number).decode
 _decode_floats = msgspec.json.Decoder().decode
 _EXACT_KINDS = frozenset({"RECORD", "STATE"})
+INPUT_BUFFER_BYTES = 1024 * 1024
+"""Bytes asked of standard input per read. Each read lets go of the GIL, and the packer
+thread, waiting for it, takes it: the reading thread then waits up to Python's 5 ms switch
+interval to get it back. With the default 8 KiB buffer that happened ten thousand times
+for 200,000 records (80 MB); with 1 MiB, a few dozen. Measured at 200k records: 18,000 ->
+2,500 context switches, 12% less wall time for target-datatile, 17% for
+target-graphitenote (docs/architecture.md)."""
 
 
 def _with_line(exc: Exception, line_number: int) -> Exception:
@@ -69,7 +76,13 @@ class SingerLineReader(GenericSingerReader[bytes]):
 
     @property
     def default_input(self) -> t.IO[bytes]:
-        return sys.stdin.buffer
+        """Standard input, read `INPUT_BUFFER_BYTES` at a time (a pipe's read returns what
+        the tap has written so far, so a quiet tap's lines are not held back)."""
+        try:
+            descriptor = sys.stdin.fileno()
+        except (AttributeError, OSError, ValueError):  # no real stdin (a test's stand-in)
+            return sys.stdin.buffer
+        return open(descriptor, "rb", buffering=INPUT_BUFFER_BYTES, closefd=False)
 
     def deserialize_json(self, line: bytes | str) -> dict:
         try:
