@@ -86,7 +86,7 @@ import operator
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -831,6 +831,12 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def stored_rows(line: dict[str, Any]) -> Iterable[Sequence[Any]]:
+    """The rows of one stored insert line: kept as rows (the batch route) or a column at a
+    time (the CSV route, `values`: see `WarehouseCatalog.insert_columns`)."""
+    return line["rows"] if "rows" in line else zip(*line["values"], strict=True)
+
+
 class WarehouseCatalog:
     """Databases and tables: metadata in ``meta.json``, each table's rows in its own file
     (one JSON line per insert: the stored column names and the rows, as coerced; the CSV
@@ -961,8 +967,7 @@ class WarehouseCatalog:
 
         def as_objects(batch: dict[str, Any]) -> list[dict[str, Any]]:
             out = []
-            rows = batch["rows"] if "rows" in batch else zip(*batch["values"], strict=True)
-            for row in rows:
+            for row in stored_rows(batch):
                 stored = dict(zip(batch["columns"], row, strict=True))
                 out.append({c["name"]: stored[c["name"]] if c["name"] in stored else _zero(c)
                             for c in columns})

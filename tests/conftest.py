@@ -22,7 +22,7 @@ import requests
 from target_core.columns import Column
 from target_core.sandbox import SandboxServer
 from target_core.sandbox.store import Store
-from target_datainsider.sandbox import SANDBOX_API_KEY
+from target_datainsider.sandbox import SANDBOX_API_KEY, stored_rows
 from target_graphitenote.sandbox import SANDBOX_DATASET_CODE, SANDBOX_TOKEN, SANDBOX_USER_CODE
 from target_usmart import sandbox as usmart_sandbox
 from target_usmart.ingest_csv import IngestCsvWriter
@@ -92,8 +92,7 @@ class Sandbox:
         rows: list[dict] = []
         for line in store.rows_path(stored["file"]).read_bytes().splitlines():
             batch = json.loads(line, parse_float=NumberText)
-            batch_rows = batch["rows"] if "rows" in batch else zip(*batch["values"], strict=True)
-            rows += [dict(zip(batch["columns"], row, strict=True)) for row in batch_rows]
+            rows += [dict(zip(batch["columns"], row, strict=True)) for row in stored_rows(batch)]
         return rows
 
     def exact_rows(self, code: str = SANDBOX_DATASET_CODE) -> list[dict]:
